@@ -1,0 +1,41 @@
+r"""Writes N samples of a trained generator to a .npy file.
+
+  python experiments/sample.py --workdir=runs/digits --num=1000 --out=samples.npy --seed=0
+
+Images come out as float32 NHWC in [-1, 1]; 2D mixtures as float32 [N, 2] points.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+from gax import trainer  # pylint: disable=g-import-not-at-top
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.")
+_NUM = flags.DEFINE_integer("num", 1000, "Number of samples.", lower_bound=1)
+_OUT = flags.DEFINE_string("out", None, "Output .npy path.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent draws.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _OUT.value.endswith(".npy"):
+    raise app.UsageError(f"--out must be a .npy path, got {_OUT.value!r}")
+  _, gan, state = trainer.restore_run(_WORKDIR.value, _STEP.value)
+  x = trainer.sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  np.save(_OUT.value, x)
+  logging.info("Wrote %d samples of shape %s from step %d to %s", len(x), x.shape[1:],
+               int(state.step), _OUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,63 @@
+"""Data parallelism over the local devices with `pmap`.
+
+The state is replicated (a leading device axis on every leaf), the batch is split along its
+example axis, and `GAN.axis_name` names the mapped axis inside the step.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gax.steps import GAN, Metrics, train_step
+
+DEFAULT_AXIS = "batch"
+
+
+def device_axis_sharding(devices: Optional[Sequence[jax.Device]] = None) -> NamedSharding:
+  """Sharding that splits an array's leading axis over `devices` (default: local devices),
+  the layout `pmap` expects for its mapped inputs."""
+  devices = list(devices or jax.local_devices())
+  return NamedSharding(Mesh(np.array(devices), (DEFAULT_AXIS,)), PartitionSpec(DEFAULT_AXIS))
+
+
+def replicate(tree: Any, devices: Optional[Sequence[jax.Device]] = None) -> Any:
+  """Copies every leaf to each device, adding a leading device axis."""
+  sharding = device_axis_sharding(devices)
+  n = sharding.mesh.size
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.device_put(np.broadcast_to(x[None], (n, *x.shape)), sharding)
+
+  return jax.tree_util.tree_map(put, tree)
+
+
+def unreplicate(tree: Any) -> Any:
+  """The first device's copy of a replicated tree."""
+  return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def shard_batch(batch: np.ndarray, n_devices: int) -> np.ndarray:
+  """`[n_critic, B, ...]` -> `[n_devices, n_critic, B / n_devices, ...]`, device i taking
+  examples `[i * B/n, (i+1) * B/n)` of every critic batch."""
+  n_critic, b = batch.shape[:2]
+  if b % n_devices:
+    raise ValueError(f"Batch size {b} is not divisible by the {n_devices} devices.")
+  x = batch.reshape(n_critic, n_devices, b // n_devices, *batch.shape[2:])
+  return np.swapaxes(x, 0, 1) if isinstance(x, np.ndarray) else x.swapaxes(0, 1)
+
+
+def pmap_train_step(gan: GAN) -> Callable[[Any, Any], Tuple[Any, Metrics]]:
+  """`train_step` bound to `gan` and `pmap`-ped over `gan.axis_name`, state donated.
+
+  Takes a replicated state and a batch from `shard_batch`; returns the replicated state and
+  metrics (identical on every device, as they are cross-replica means).
+  """
+  if gan.axis_name is None:
+    raise ValueError("pmap_train_step needs a GAN built with an axis_name (e.g. 'batch').")
+  return jax.pmap(functools.partial(train_step, gan), axis_name=gan.axis_name, donate_argnums=0)

@@ -1,0 +1,235 @@
+"""The training loop: config -> checkpoints, metrics, samples in a work directory.
+
+Work directory layout:
+  config.json      the run's config; a resumed run must match it (see `compatibility_diff`)
+  run.json         facts derived at start-up that sampling needs (data shape)
+  checkpoints/     Orbax checkpoints of `GANState`, by step
+  metrics.jsonl    one JSON object per logged step: losses, logits, gradient norms, speed
+  eval.jsonl       evaluation results (mode coverage for the 2D mixtures)
+  samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
+
+Re-running on the same work directory resumes from the newest checkpoint. Because the state
+holds the PRNG key and the data source is a function of the step, the resumed run computes
+exactly the losses the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging as stdlib_logging
+import math
+import os
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from gax import builders, parallel, visualize
+from gax.checkpoint import Checkpointer
+from gax.data import MixtureSource, prefetch
+from gax.metrics import mode_coverage
+from gax.state import GANState, param_count
+from gax.steps import GAN, generate, jit_train_step
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.jsonl"
+
+
+class WorkdirConfigMismatch(ValueError):
+  """The work directory holds a run of a different config."""
+
+
+def _check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bool) -> None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path) and has_checkpoint:
+    with open(path) as f:
+      old = json.load(f)
+    diffs = builders.compatibility_diff(old, cfg)
+    if diffs:
+      raise WorkdirConfigMismatch(
+          f"{workdir} holds checkpoints of a run with another config, so it cannot be resumed "
+          f"with this one. Differences (saved -> given): {'; '.join(diffs)}. Use a new --workdir, "
+          "or pass the saved config's values.")
+  with open(path, "w") as f:
+    json.dump(cfg, f, indent=2, sort_keys=True)
+
+
+def _truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops records logged after `last_step` (by a run that crashed before checkpointing)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip()]
+  kept = [l for l in lines if json.loads(l)["step"] <= last_step]
+  if len(kept) != len(lines):
+    with open(path, "w") as f:
+      f.writelines(kept)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config saved in a work directory by `train`."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: it is not a gax work directory.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_run(workdir: str, step: Optional[int] = None) -> Tuple[ml_collections.ConfigDict, GAN, GANState]:
+  """Rebuilds `(config, gan, state)` of a run from its work directory's newest checkpoint."""
+  config = load_config(workdir)
+  with open(os.path.join(workdir, RUN_FILE)) as f:
+    data_shape = tuple(json.load(f)["data_shape"])
+  gan = builders.build_gan(config, data_shape)
+  template = jax.eval_shape(lambda: builders.build_state(gan, config, data_shape))
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
+  state = ckpt.restore(template, step)
+  ckpt.close()
+  return config, gan, state
+
+
+def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int = 1000) -> np.ndarray:
+  """`num` samples of G (eval mode) as a float32 NumPy array, generated in batches."""
+  gen = jax.jit(lambda g, z: generate(gan, g, z))
+  keys = jax.random.split(key, math.ceil(num / batch_size))
+  out = [np.asarray(gen(state.g, gan.latent(k, (batch_size, gan.latent_dim)))) for k in keys]
+  return np.concatenate(out)[:num].astype(np.float32)
+
+
+def _format_eta(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def _write_samples(workdir: str, step: int, images: np.ndarray, source: Any) -> str:
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+  if images.ndim == 2:
+    visualize.save_scatter(path, images, getattr(source, "centers", None))
+  else:
+    visualize.save_image_grid(path, images)
+  return path
+
+
+def _evaluate(source: Any, gan: GAN, state: GANState, seed: int) -> Optional[Dict[str, Any]]:
+  if not isinstance(source, MixtureSource):
+    return None
+  # 2500 samples: the VEEGAN/PacGAN evaluation protocol.
+  pts = sample(gan, state, jax.random.PRNGKey(seed + 2), 2500)
+  return mode_coverage(pts, source.centers, source.std)
+
+
+class _DropLibraryInfo(stdlib_logging.Filter):
+  """Drops INFO records from Orbax, which logs every step of every save."""
+
+  def filter(self, record: stdlib_logging.LogRecord) -> bool:
+    return record.levelno > stdlib_logging.INFO or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keeps the run's log readable: Orbax's INFO lines are dropped, warnings kept."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
+    handler.addFilter(_DropLibraryInfo())
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
+  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+  quiet_library_logs()
+  builders.validate_config(config)
+  tc = config.train
+  total = int(tc.steps)
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(tc.keep_checkpoints))
+  _check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
+
+  use_pmap = config.parallel == "pmap"
+  n_dev = jax.local_device_count() if use_pmap else 1
+  source = builders.build_data(config)
+  data_shape = tuple(source.element_shape)
+  with open(os.path.join(workdir, RUN_FILE), "w") as f:
+    json.dump({"data_shape": list(data_shape)}, f)
+  gan = builders.build_gan(config, data_shape, parallel.DEFAULT_AXIS if use_pmap else None)
+  eval_gan = builders.build_gan(config, data_shape)  # eval mode needs no mapped axis
+  state = builders.build_state(gan, config, data_shape)
+  logging.info("G: %d parameters, D: %d parameters, data %s, %d device(s)",
+               param_count(state.g.params), param_count(state.d.params), data_shape, n_dev)
+
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    logging.info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
+  start = int(state.step)
+  for name in (METRICS_FILE, EVAL_FILE):
+    _truncate_jsonl(os.path.join(workdir, name), start)
+  if start >= total:
+    logging.info("Nothing to do: the run is at step %d of %d.", start, total)
+    ckpt.close()
+    return state
+
+  if use_pmap:
+    step_fn = parallel.pmap_train_step(gan)
+    state = parallel.replicate(state)
+    sharding = parallel.device_axis_sharding()
+    put = lambda b: jax.device_put(parallel.shard_batch(b, n_dev), sharding)
+    host_state = parallel.unreplicate
+  else:
+    step_fn = jit_train_step(gan)
+    put = jax.device_put
+    host_state = lambda s: s
+
+  z_fixed = gan.latent(jax.random.PRNGKey(config.seed + 1), (int(tc.num_samples), gan.latent_dim))
+  gen_fixed = jax.jit(lambda g: generate(eval_gan, g, z_fixed))
+  every = lambda n, s: bool(n) and (s % int(n) == 0 or s == total)
+
+  metrics_file = open(os.path.join(workdir, METRICS_FILE), "a")
+  eval_file = open(os.path.join(workdir, EVAL_FILE), "a")
+  t_start = t_last = time.time()
+  last_logged = start
+  try:
+    for step, batch in prefetch(source, start, total, transform=put):
+      state, metrics = step_fn(state, batch)
+      done = step + 1
+      if every(tc.log_every, done):
+        m = {k: float(v) for k, v in jax.device_get(host_state(metrics)).items()}
+        now = time.time()
+        rate = (done - last_logged) / max(now - t_last, 1e-9)
+        bad = [k for k, v in m.items() if not math.isfinite(v)]
+        if bad:
+          raise FloatingPointError(
+              f"Non-finite {bad} at step {done}: training diverged. The last good checkpoint "
+              f"is kept in {ckpt.directory}.")
+        record = {"step": done, **m, "steps_per_sec": rate, "elapsed_sec": now - t_start}
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        logging.info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
+                     100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
+                     rate, _format_eta((total - done) / max(rate, 1e-9)))
+        t_last, last_logged = now, done
+      if every(tc.sample_every, done):
+        s = host_state(state)
+        path = _write_samples(workdir, done, np.asarray(gen_fixed(s.g)), source)
+        result = _evaluate(source, eval_gan, s, config.seed)
+        if result is not None:
+          eval_file.write(json.dumps({"step": done, **result}) + "\n")
+          eval_file.flush()
+          logging.info("step %d: modes covered %d/%d, high-quality %.1f%%, reverse KL %.3f",
+                       done, result["modes_covered"], result["modes"],
+                       100 * result["hq_fraction"], result["reverse_kl"])
+        logging.info("Wrote samples to %s", path)
+      if every(tc.checkpoint_every, done):
+        ckpt.save(done, host_state(state))
+  finally:
+    metrics_file.close()
+    eval_file.close()
+    ckpt.close()
+  logging.info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
+               workdir)
+  return host_state(state)
