@@ -7,6 +7,7 @@ The config layout (see `experiments/configs/`):
   model         name (a `gax.models.MODELS` entry) and that model's options
   latent        dim, distribution (a `gax.noise.LATENTS` entry)
   loss          a `gax.losses.LOSSES` name
+  d_penalty     weight of each `gax.penalties.PENALTIES` entry in D's loss (0 = off)
   n_critic      D updates per G update
   optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options
   parallel      'none' (one device, jit) or 'pmap' (all local devices)
@@ -20,13 +21,14 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import losses, models, noise
+from gax import losses, models, noise, penalties
 from gax.optimizers import build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
 
 TOP_LEVEL_KEYS = frozenset(
-    {"seed", "data", "model", "latent", "loss", "n_critic", "optimizer", "parallel", "train"})
+    {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "optimizer", "parallel",
+     "train"})
 PARALLEL_MODES = ("none", "pmap")
 
 
@@ -48,6 +50,10 @@ def validate_config(config: Any) -> None:
   if int(config.data.batch_size) < 1:
     raise ValueError(f"config.data.batch_size must be >= 1, got {config.data.batch_size}.")
   losses.LOSSES.get(config.loss)
+  for name, weight in config.d_penalty.items():
+    penalties.PENALTIES.get(name)
+    if not weight >= 0:
+      raise ValueError(f"config.d_penalty.{name} must be a weight >= 0, got {weight!r}.")
   noise.LATENTS.get(config.latent.distribution)
   models.MODELS.get(config.model.name)
   data_lib.DATASETS.get(config.data.name)
@@ -80,6 +86,8 @@ def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str]
       latent=noise.LATENTS.get(config.latent.distribution),
       n_critic=int(config.n_critic),
       axis_name=axis_name,
+      d_penalties=tuple((name, float(w), penalties.get_penalty(name))
+                        for name, w in sorted(_as_dict(config.d_penalty).items()) if w > 0),
   )
 
 
@@ -122,6 +130,7 @@ def base_config() -> "ml_collections.ConfigDict":
   c.model = ml_collections.ConfigDict({"name": "mlp"})
   c.latent = ml_collections.ConfigDict({"dim": 64, "distribution": "gaussian"})
   c.loss = "non_saturating"
+  c.d_penalty = ml_collections.ConfigDict({name: 0.0 for name in penalties.PENALTIES})
   c.n_critic = 1
   c.optimizer = ml_collections.ConfigDict({
       "g": {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999},
