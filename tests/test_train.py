@@ -1,0 +1,144 @@
+"""End to end: the trainer and the absl launchers on tiny configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gax import trainer
+from gax.builders import base_config
+from gax.checkpoint import CheckpointError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ring_config(**train):
+  c = base_config()
+  c.data = {"name": "ring", "batch_size": 32}
+  c.model = {"name": "mlp", "g_hidden": (16,), "d_hidden": (16,)}
+  c.latent.dim = 4
+  c.train.update({**dict(steps=12, log_every=1, sample_every=6, checkpoint_every=6,
+                         num_samples=16), **train})
+  return c
+
+
+def read_jsonl(path, drop=("steps_per_sec", "elapsed_sec")):
+  with open(path) as f:
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in f]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  state = trainer.train(ring_config(), workdir)
+  return workdir, state
+
+
+def test_a_run_writes_checkpoints_metrics_samples_and_evaluations(straight_run):
+  workdir, state = straight_run
+  assert int(state.step) == 12
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "6"]
+  records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in records] == list(range(1, 13))
+  assert {"d_loss", "g_loss", "d_grad_norm", "g_grad_norm"} <= set(records[0])
+  assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_0000006.png",
+                                                                  "step_0000012.png"]
+  evals = read_jsonl(os.path.join(workdir, "eval.jsonl"))
+  assert [e["step"] for e in evals] == [6, 12] and evals[0]["modes"] == 8
+
+
+def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run, tmp_path):
+  workdir = str(tmp_path)
+  trainer.train(ring_config(steps=6), workdir)
+  # A crash after step 6's checkpoint may have logged steps 7-8: they are redone.
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": 7, "d_loss": -1.0}) + "\n")
+  state = trainer.train(ring_config(steps=12), workdir)
+  assert int(state.step) == 12
+  assert read_jsonl(os.path.join(workdir, "metrics.jsonl")) == read_jsonl(
+      os.path.join(straight_run[0], "metrics.jsonl"))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state, straight_run[1])
+
+
+def test_pmap_training_matches_single_device_training(straight_run, tmp_path):
+  c = ring_config(steps=4)
+  c.parallel = "pmap"
+  trainer.train(c, str(tmp_path))
+  mapped = read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+  single = read_jsonl(os.path.join(straight_run[0], "metrics.jsonl"))[:4]
+  for a, b in zip(mapped, single):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_a_workdir_of_another_config_is_refused(straight_run):
+  c = ring_config()
+  c.loss = "hinge"
+  with pytest.raises(trainer.WorkdirConfigMismatch, match="loss: 'non_saturating' -> 'hinge'"):
+    trainer.train(c, straight_run[0])
+
+
+def test_a_corrupt_checkpoint_is_an_error_that_names_it(tmp_path):
+  workdir = str(tmp_path)
+  trainer.train(ring_config(steps=6, checkpoint_every=3), workdir)
+  step_dir = os.path.join(workdir, "checkpoints", "6")
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\x00garbage")
+  with pytest.raises(CheckpointError, match=r"step 6.*corrupt.*resume from step 3"):
+    trainer.train(ring_config(steps=12), workdir)
+
+
+def test_bad_config_values_are_clear_errors(tmp_path):
+  c = ring_config()
+  c.parallel = "tpu_magic"
+  with pytest.raises(ValueError, match="config.parallel"):
+    trainer.train(c, str(tmp_path))
+  c = ring_config()
+  c.loss = "wgan"
+  with pytest.raises(KeyError, match="Unknown loss 'wgan'"):
+    trainer.train(c, str(tmp_path))
+  c = ring_config()
+  c.optimizer.d.learning_rate = -1.0
+  with pytest.raises(ValueError, match="positive learning_rate"):
+    trainer.train(c, str(tmp_path))
+
+
+def _run(script, *args):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_launchers_train_digits_dcgan_and_sample_it(tmp_path):
+  workdir = str(tmp_path / "digits")
+  r = _run("train.py", "--config=experiments/configs/dcgan_digits.py", f"--workdir={workdir}",
+           "--config.train.steps=2", "--config.train.log_every=1", "--config.model.width=4",
+           "--config.data.batch_size=8", "--config.data.image_size=8")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "step 2/2 (100%)" in r.stderr and "ETA" in r.stderr
+  assert os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))
+  out = str(tmp_path / "s.npy")
+  r = _run("sample.py", f"--workdir={workdir}", "--num=10", f"--out={out}", "--seed=1")
+  assert r.returncode == 0, r.stderr[-3000:]
+  x = np.load(out)
+  assert x.shape == (10, 8, 8, 1) and x.dtype == np.float32
+  assert np.all(np.abs(x) <= 1.0)
+
+
+def test_sample_writes_2d_points(straight_run, tmp_path):
+  out = str(tmp_path / "p.npy")
+  r = _run("sample.py", f"--workdir={straight_run[0]}", "--num=7", f"--out={out}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert np.load(out).shape == (7, 2)
+
+
+def test_unknown_config_key_on_the_command_line_fails(tmp_path):
+  r = _run("train.py", "--config=experiments/configs/ring.py", f"--workdir={tmp_path}",
+           "--config.train.stepz=5")
+  assert r.returncode != 0
+  assert "stepz" in r.stderr
