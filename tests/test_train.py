@@ -142,3 +142,16 @@ def test_unknown_config_key_on_the_command_line_fails(tmp_path):
            "--config.train.stepz=5")
   assert r.returncode != 0
   assert "stepz" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["ring", "grid", "dcgan_digits"])
+def test_shipped_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from gax import builders  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  builders.validate_config(config)
+  source = builders.build_data(config)
+  gan = builders.build_gan(config, source.element_shape)
+  state = jax.eval_shape(lambda: builders.build_state(gan, config, source.element_shape))
+  assert state.step.shape == ()
+  assert source.get(0).shape == (config.n_critic, config.data.batch_size, *source.element_shape)

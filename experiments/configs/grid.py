@@ -9,5 +9,5 @@ from experiments.configs import ring  # the launcher puts the repo root on sys.p
 def get_config():
   c = ring.get_config()
   c.data = {"name": "grid", "batch_size": 256, "side": 5, "spacing": 2.0, "std": 0.05}
-  c.train.steps = 20000
+  c.train.steps = 30000
   return c
