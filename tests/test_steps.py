@@ -110,6 +110,34 @@ def test_d_step_is_a_gradient_step_on_the_d_loss():
   np.testing.assert_allclose(metrics["d_loss"], reference(state.d.params), rtol=1e-6)
 
 
+def test_d_penalty_is_added_to_the_d_loss_with_its_weight():
+  # R1 (Mescheder et al. 2018) with weight w: hinge + w * E ||grad_x D(x_real)||^2.
+  from gax.penalties import r1_penalty  # pylint: disable=g-import-not-at-top
+  base = _mlp_gan()
+  w = 0.7
+  gan = GAN(base.generator, base.discriminator, base.loss, base.g_tx, base.d_tx,
+            latent_dim=3, d_penalties=(("r1", w, r1_penalty),))
+  state = init_state(gan, jax.random.PRNGKey(1), (2,))
+  real = jax.random.normal(jax.random.PRNGKey(2), (16, 2))
+  key = jax.random.PRNGKey(3)
+  fake = gan.generator.apply({"params": state.g.params}, jax.random.normal(key, (16, 3)))
+
+  def reference(p):
+    d = lambda x: gan.discriminator.apply({"params": p}, x[None])[0]
+    dr = gan.discriminator.apply({"params": p}, real)
+    df = gan.discriminator.apply({"params": p}, fake)
+    grad_sq = jnp.stack([jnp.sum(jax.grad(d)(x) ** 2) for x in real])  # per-example loop
+    return (jnp.mean(jnp.maximum(0, 1 - dr)) + jnp.mean(jnp.maximum(0, 1 + df))
+            + w * jnp.mean(grad_sq))
+
+  expected = jax.tree_util.tree_map(lambda p, g: p - LR * g, state.d.params,
+                                    jax.grad(reference)(state.d.params))
+  new, metrics = jax.jit(lambda s: d_step(gan, s, real, key))(state)
+  _close(new.d.params, expected, atol=1e-5)
+  np.testing.assert_allclose(metrics["d_loss"], reference(state.d.params), rtol=1e-5)
+  assert float(metrics["d_penalty_r1"]) > 0
+
+
 def test_g_step_is_a_gradient_step_on_the_g_loss():
   gan = _mlp_gan("non_saturating")
   state = init_state(gan, jax.random.PRNGKey(1), (2,))
