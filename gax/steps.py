@@ -2,8 +2,9 @@
 
 `d_step` and `g_step` are `(gan, state, real, key) -> (state, metrics)`; `train_step` is
 `(gan, state, batch) -> (state, metrics)` and runs `gan.n_critic` discriminator updates and
-one generator update in one compiled program, drawing its randomness from `state.key`. Bind `gan` with `functools.partial` and the step runs eagerly,
-under `jax.jit` (see `jit_train_step`, which donates the state buffers) or under `jax.pmap`
+one generator update in one compiled program, drawing its randomness from `state.key`.
+Bind `gan` with `functools.partial` and the step runs eagerly, under `jax.jit` (see
+`jit_train_step`, which donates the state buffers) or under `jax.pmap`
 (`gax.parallel.pmap_train_step`).
 
 Under `pmap`, `gan.axis_name` names the mapped axis: gradients and metrics are averaged
@@ -29,11 +30,11 @@ import optax
 
 from gax import noise
 from gax.losses import GANLoss
+from gax.penalties import Penalty
 from gax.state import GANState, PlayerState, init_player
 
 Array = jax.Array
 Metrics = Dict[str, Array]
-Penalty = Callable[[Callable[[Array], Array], Array, Array, Array], Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +150,9 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState
     d_apply = lambda x: apply_model(gan.discriminator, params, state.d.model_state, x, True)[0]
     penalties = {}
     for (name, weight, fn), k in zip(gan.d_penalties, penalty_keys):
-      penalties[f"d_penalty_{name}"] = fn(d_apply, real, fake, k)
-      loss = loss + weight * penalties[f"d_penalty_{name}"]
+      value = fn(d_apply, real, fake, k)
+      penalties[f"d_penalty_{name}"] = value
+      loss = loss + weight * value
     return loss, (ms, real_logits, fake_logits, penalties)
 
   (loss, (ms, real_logits, fake_logits, penalties)), grads = jax.value_and_grad(
