@@ -1,7 +1,8 @@
 """Adversarial losses as pure functions of discriminator logits.
 
-Each loss is a pair: a discriminator loss `d(real_logits, fake_logits) -> scalar` and a
-generator loss `g(fake_logits, real_logits) -> scalar`, both to be *minimised*. Logits are
+Each loss is a pair: a discriminator loss `d(real_logits, fake_logits) -> scalar` (with a
+third argument `key` when `d_needs_key`) and a generator loss `g(fake_logits, real_logits) ->
+scalar`, both to be *minimised*. Logits are
 the raw, unbounded outputs of D with shape `[B]` (or `[B, 1]`); `real_logits` passed to a
 generator loss is `None` unless the loss declares `g_needs_real`.
 
@@ -32,6 +33,9 @@ class GANLoss(NamedTuple):
   # The generator loss also reads D's logits on real data (relativistic losses); the
   # generator step then runs D on the real batch too.
   g_needs_real: bool = False
+  # The discriminator loss is random (noisy or soft labels): it is called as
+  # `d(real_logits, fake_logits, key)` with a fresh key at every D update.
+  d_needs_key: bool = False
 
 
 LOSSES: Registry[GANLoss] = Registry("loss")

@@ -76,17 +76,21 @@ class GAN:
       raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}.")
 
 
-def apply_model(module: nn.Module, params: Any, model_state: Any, x: Array,
-                train: bool) -> Tuple[Array, Any]:
+def apply_model(module: nn.Module, params: Any, model_state: Any, x: Array, train: bool,
+                key: Optional[Array] = None) -> Tuple[Array, Any]:
   """Runs a Flax module; returns `(output, new_model_state)`.
 
   In train mode every non-`params` collection is mutable and its update returned; in eval
-  mode `model_state` is returned unchanged.
+  mode `model_state` is returned unchanged. `key`, when given, feeds the module's `dropout`
+  and `noise` RNG streams (generator dropout and noise layers).
   """
   variables = {"params": params, **model_state}
+  kwargs = {}
+  if key is not None:
+    kwargs["rngs"] = {"dropout": jax.random.fold_in(key, 0), "noise": jax.random.fold_in(key, 1)}
   if train and model_state:
-    return module.apply(variables, x, train=True, mutable=list(model_state))
-  return module.apply(variables, x, train=train), model_state
+    return module.apply(variables, x, train=True, mutable=list(model_state), **kwargs)
+  return module.apply(variables, x, train=train, **kwargs), model_state
 
 
 def to_model_input(x: Array) -> Array:
@@ -97,18 +101,10 @@ def to_model_input(x: Array) -> Array:
 
 
 def sample_latent(gan: GAN, key: Array, batch_size: int) -> Array:
-  """Draws this device's `[batch_size, latent_dim]` slice of a global latent batch.
-
-  Outside `pmap` this is just `gan.latent(key, (batch_size, latent_dim))`. Under `pmap` all
-  devices hold the same key, draw the global batch and keep their own slice, so the result
-  does not depend on how the batch is split across devices.
-  """
-  if gan.axis_name is None:
-    return gan.latent(key, (batch_size, gan.latent_dim))
-  n = jax.lax.psum(1, gan.axis_name)
-  i = jax.lax.axis_index(gan.axis_name)
-  z = gan.latent(key, (n * batch_size, gan.latent_dim))
-  return jax.lax.dynamic_slice_in_dim(z, i * batch_size, batch_size)
+  """Draws this device's `[batch_size, latent_dim]` slice of a global latent batch
+  (`gax.noise.draw_global`: the result does not depend on how the batch is split across
+  devices)."""
+  return noise.draw_global(gan.latent, key, (batch_size, gan.latent_dim), gan.axis_name)
 
 
 def _pmean(gan: GAN, tree: Any) -> Any:

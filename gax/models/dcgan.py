@@ -86,7 +86,8 @@ class DCGANDiscriminator(nn.Module):
   """images `[B, resolution, resolution, C]` in [-1, 1] -> logits `[B]`.
 
   Channels are `width` after the first (un-normalised) convolution and double at each
-  halving of resolution down to 4x4, mirroring the generator.
+  halving of resolution down to 4x4, mirroring the generator. The last hidden activation
+  (flattened, `[B, 4 * 4 * C]`) is sown as `intermediates/features`.
   """
 
   resolution: int = 64
@@ -111,5 +112,7 @@ class DCGANDiscriminator(nn.Module):
       x = nn.Conv(c, (4, 4), strides=(2, 2), padding=pad, use_bias=False,
                   kernel_init=_weight_init, dtype=self.dtype)(x)
       x = nn.leaky_relu(_batch_norm(train, self.axis_name, self.dtype)(x), 0.2)
+    # The last hidden activation, for feature matching (Salimans et al. 2016, sec. 3.1).
+    self.sow("intermediates", "features", x.reshape(x.shape[0], -1).astype(jnp.float32))
     x = nn.Conv(1, (4, 4), padding="VALID", kernel_init=_weight_init, dtype=self.dtype)(x)
     return x.reshape(x.shape[0]).astype(jnp.float32)

@@ -27,7 +27,8 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-  """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) hidden layers."""
+  """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) hidden layers; the last hidden
+  activation is sown as `intermediates/features`."""
 
   hidden: Sequence[int] = (256, 256, 256)
   axis_name: Optional[str] = None  # unused: the MLP has no cross-example statistics
@@ -38,4 +39,5 @@ class MLPDiscriminator(nn.Module):
     chex.assert_rank(x, 2)
     for h in self.hidden:
       x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
+    self.sow("intermediates", "features", x)  # for feature matching
     return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
