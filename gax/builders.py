@@ -9,6 +9,7 @@ The config layout (see `experiments/configs/`):
   loss          a `gax.losses.LOSSES` name
   d_penalty     weight of each `gax.penalties.PENALTIES` entry in D's loss (0 = off)
   n_critic      D updates per G update
+  tricks        one section per `gax.tricks.TRICKS` entry: enabled (bool) and its options
   optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options
   parallel      'none' (one device, jit) or 'pmap' (all local devices)
   train         steps and logging/sampling/checkpoint intervals
@@ -21,14 +22,14 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import losses, models, noise, penalties
+from gax import losses, models, noise, penalties, tricks
 from gax.optimizers import build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
 
 TOP_LEVEL_KEYS = frozenset(
-    {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "optimizer", "parallel",
-     "train"})
+    {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
+     "parallel", "train"})
 PARALLEL_MODES = ("none", "pmap")
 
 
@@ -57,6 +58,7 @@ def validate_config(config: Any) -> None:
   noise.LATENTS.get(config.latent.distribution)
   models.MODELS.get(config.model.name)
   data_lib.DATASETS.get(config.data.name)
+  tricks.validate(_as_dict(config.tricks))
 
 
 def build_data(config: Any, batch_size: Optional[int] = None):
@@ -76,18 +78,22 @@ def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str]
   opt = _as_dict(config.optimizer)
   if set(opt) != {"g", "d"}:
     raise KeyError(f"config.optimizer must have exactly the keys 'g' and 'd', got {sorted(opt)}.")
+  parts = tricks.apply_tricks(
+      tricks.Parts(loss=losses.get_loss(config.loss, axis_name), axis_name=axis_name),
+      _as_dict(config.tricks))
   return GAN(
       generator=generator,
       discriminator=discriminator,
-      loss=losses.get_loss(config.loss),
-      g_tx=build_optimizer(opt["g"]),
-      d_tx=build_optimizer(opt["d"]),
+      loss=parts.loss,
+      g_tx=parts.chain("g", build_optimizer(opt["g"])),
+      d_tx=parts.chain("d", build_optimizer(opt["d"])),
       latent_dim=int(config.latent.dim),
       latent=noise.LATENTS.get(config.latent.distribution),
       n_critic=int(config.n_critic),
       axis_name=axis_name,
       d_penalties=tuple((name, float(w), penalties.get_penalty(name))
                         for name, w in sorted(_as_dict(config.d_penalty).items()) if w > 0),
+      hooks=tuple(parts.hooks),
   )
 
 
@@ -132,6 +138,7 @@ def base_config() -> "ml_collections.ConfigDict":
   c.loss = "non_saturating"
   c.d_penalty = ml_collections.ConfigDict({name: 0.0 for name in penalties.PENALTIES})
   c.n_critic = 1
+  c.tricks = ml_collections.ConfigDict(tricks.default_config())
   c.optimizer = ml_collections.ConfigDict({
       "g": {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999},
       "d": {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999},

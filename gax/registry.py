@@ -63,4 +63,9 @@ class Registry(Generic[T]):
     return iter(sorted(self._entries))
 
   def names(self) -> list[str]:
+    """The registered names, sorted."""
     return sorted(self._entries)
+
+  def names_in_order(self) -> list[str]:
+    """The registered names in registration order."""
+    return list(self._entries)

@@ -34,7 +34,7 @@ from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource, prefetch
 from gax.metrics import mode_coverage
 from gax.state import GANState, param_count
-from gax.steps import GAN, generate, jit_train_step
+from gax.steps import GAN, generate, jit_train_step, sampling_player
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -98,10 +98,14 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Tuple[ml_collection
 
 
 def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int = 1000) -> np.ndarray:
-  """`num` samples of G (eval mode) as a float32 NumPy array, generated in batches."""
-  gen = jax.jit(lambda g, z: generate(gan, g, z))
+  """`num` samples of G (eval mode, EMA weights when the run keeps them) as a float32 NumPy
+  array, generated in batches."""
+  gen = jax.jit(lambda g, z, k: generate(gan, sampling_player(g), z, key=k))
   keys = jax.random.split(key, math.ceil(num / batch_size))
-  out = [np.asarray(gen(state.g, gan.latent(k, (batch_size, gan.latent_dim)))) for k in keys]
+  out = []
+  for k in keys:
+    z = gan.latent(k, (batch_size, gan.latent_dim))
+    out.append(np.asarray(gen(state.g, z, jax.random.fold_in(k, 1))))
   return np.concatenate(out)[:num].astype(np.float32)
 
 
@@ -186,7 +190,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     host_state = lambda s: s
 
   z_fixed = gan.latent(jax.random.PRNGKey(config.seed + 1), (int(tc.num_samples), gan.latent_dim))
-  gen_fixed = jax.jit(lambda g: generate(eval_gan, g, z_fixed))
+  # Sample grids use fixed latents (and a fixed key for G's dropout/noise layers, if any) so
+  # that grids of successive steps are comparable.
+  gen_fixed = jax.jit(lambda g: generate(eval_gan, sampling_player(g), z_fixed,
+                                         key=jax.random.PRNGKey(config.seed + 3)))
   every = lambda n, s: bool(n) and (s % int(n) == 0 or s == total)
 
   metrics_file = open(os.path.join(workdir, METRICS_FILE), "a")

@@ -1,0 +1,368 @@
+"""The GAN training tricks a config can switch on, by name (`TRICKS`).
+
+A trick is one of three kinds of piece, and `apply_tricks` puts each where it belongs:
+
+* an optax transformation chained around a player's optimizer (`gax.transforms`): weight
+  clipping, historical averaging, gradient noise, EMA of G's weights;
+* a loss wrapper (`gax.losses`): label smoothing, soft labels, noisy labels;
+* a step `Hook` (`gax.steps.Hook`) with its own state in `GANState.tricks`: spectral
+  normalisation, instance noise, experience replay, checkpoint swapping, feature matching.
+
+The train step knows nothing of individual tricks: it calls the hooks at fixed points and
+the optimizers and losses it is given. Every trick has a section in the config,
+
+  config.tricks.<name> = {'enabled': False, <its options with defaults>}
+
+so any trick is switched on from the command line, e.g.
+`--config.tricks.spectral_norm.enabled=True --config.tricks.g_ema.decay=0.999`.
+
+Order: tricks are applied in the order of `TRICKS` (registration order below), which fixes
+the optimizer chains as `[historical averaging, gradient noise] + optimizer + [weight
+clipping, EMA]` (`gax.transforms` explains why) and the hooks' order in the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gax import losses as losses_lib
+from gax import noise, spectral, transforms
+from gax.losses import GANLoss
+from gax.registry import Registry
+from gax.state import GANState
+from gax.steps import Hook, Metrics, StepContext
+
+Array = jax.Array
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks.
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectralNorm(Hook):
+  """D's weight matrices divided by their spectral norm wherever D runs (Miyato et al. 2018).
+
+  State: `gax.spectral`'s `{path: u}` power-iteration vectors, refined by
+  `n_power_iterations` steps in every D update (and used as they are in the G step).
+  """
+
+  n_power_iterations: int = 1
+  name: str = "spectral_norm"
+
+  def __post_init__(self):
+    if self.n_power_iterations < 1:
+      raise ValueError(f"spectral_norm.n_power_iterations must be >= 1, got "
+                       f"{self.n_power_iterations}.")
+
+  def init(self, key, state, data_shape):
+    sn = spectral.init_spectral_state(state.d.params, key, self.n_power_iterations)
+    if not sn:
+      raise ValueError("spectral_norm found no kernel (a leaf named 'kernel' with ndim >= 2) "
+                       "in D's params.")
+    return sn
+
+  def d_params(self, st, params, update):
+    return spectral.spectral_normalize(params, st, self.n_power_iterations, update_state=update)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceNoise(Hook):
+  """Gaussian noise added to every input of D, real and fake, in both players' steps, with a
+  standard deviation annealed from `std` to 0 over `decay_steps` train steps (Sønderby et
+  al. 2017, "Amortised MAP inference for image super-resolution", sec. 3.2; Arjovsky &
+  Bottou 2017, sec. 3; ganhacks 13). `decay_steps=0` keeps `std` constant.
+
+  Inputs are in D's input scale ([-1, 1] for images). Noise is drawn for the global batch
+  (`gax.noise.draw_global`), so `pmap` sees the values one device would.
+  """
+
+  std: float = 0.1
+  decay_steps: int = 0
+  name: str = "instance_noise"
+
+  def __post_init__(self):
+    if not self.std > 0:
+      raise ValueError(f"instance_noise.std must be > 0, got {self.std!r}.")
+    if self.decay_steps < 0:
+      raise ValueError(f"instance_noise.decay_steps must be >= 0, got {self.decay_steps!r}.")
+
+  def schedule(self, step: Array) -> Array:
+    if self.decay_steps == 0:
+      return jnp.asarray(self.std, jnp.float32)
+    return optax.linear_schedule(self.std, 0.0, self.decay_steps)(step)
+
+  def _noisy(self, x, key, ctx):
+    eps = noise.draw_global(noise.gaussian, key, x.shape, ctx.axis_name)
+    return x + self.schedule(ctx.step) * eps
+
+  def d_inputs(self, st, real, fake, key, ctx):
+    k_real, k_fake = jax.random.split(key)
+    return self._noisy(real, k_real, ctx), self._noisy(fake, k_fake, ctx), st
+
+  def g_inputs(self, st, real, fake, key, ctx):
+    k_real, k_fake = jax.random.split(key)
+    return self._noisy(real, k_real, ctx), self._noisy(fake, k_fake, ctx)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperienceReplay(Hook):
+  """D's fake batch mixes in generated examples from past steps (Shrivastava et al. 2017,
+  "Learning from simulated and unsupervised images through adversarial training", sec. 2.3;
+  ganhacks 17).
+
+  State: a ring buffer of the last `size` generated examples (`buffer`, float32), the write
+  position and the number filled. In every D update each fake example is replaced, with
+  probability `prob`, by a uniformly drawn buffer entry; then the fresh fakes are written.
+  The buffer holds the *global* batch's fakes (gathered across `pmap` devices), so it is the
+  same on every device and the mixing matches one device on the global batch.
+  """
+
+  size: int = 1024
+  prob: float = 0.5
+  name: str = "experience_replay"
+
+  def __post_init__(self):
+    if self.size < 1:
+      raise ValueError(f"experience_replay.size must be >= 1, got {self.size}.")
+    if not 0.0 <= self.prob <= 1.0:
+      raise ValueError(f"experience_replay.prob must be in [0, 1], got {self.prob!r}.")
+
+  def init(self, key, state, data_shape):
+    return {"buffer": jnp.zeros((self.size, *data_shape), jnp.float32),
+            "position": jnp.zeros((), jnp.int32), "filled": jnp.zeros((), jnp.int32)}
+
+  def d_inputs(self, st, real, fake, key, ctx):
+    local = fake.shape[0]
+    everyone = fake if ctx.axis_name is None else jax.lax.all_gather(
+        fake, ctx.axis_name, tiled=True)
+    n = everyone.shape[0]
+    if n > self.size:
+      raise ValueError(f"experience_replay.size={self.size} is smaller than the global batch "
+                       f"{n}; use a buffer of at least one batch.")
+    k_use, k_idx = jax.random.split(key)
+    use_old = jax.random.bernoulli(k_use, self.prob, (n,)) & (st["filled"] > 0)
+    idx = jax.random.randint(k_idx, (n,), 0, jnp.maximum(st["filled"], 1))
+    old = st["buffer"][idx]
+    mixed = jnp.where(use_old.reshape((n,) + (1,) * (fake.ndim - 1)), old, everyone)
+    if ctx.axis_name is not None:
+      i = jax.lax.axis_index(ctx.axis_name)
+      mixed = jax.lax.dynamic_slice_in_dim(mixed, i * local, local)
+    rows = (st["position"] + jnp.arange(n)) % self.size
+    new = {"buffer": st["buffer"].at[rows].set(everyone.astype(jnp.float32)),
+           "position": (st["position"] + n) % self.size,
+           "filled": jnp.minimum(st["filled"] + n, self.size)}
+    return real, mixed.astype(fake.dtype), new
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSwap(Hook):
+  """Each player occasionally trains against an old copy of the other (ganhacks 17,
+  "[notsure]": keep checkpoints of G and D and swap them in for a few iterations).
+
+  State: snapshots of both players' params, taken at every multiple of `every` train steps
+  (and at initialisation). In the last `duration` steps of each period of `every` steps, the
+  D step draws fakes from the snapshot of G and the G step is scored by the snapshot of D
+  (each switchable); batch statistics stay the current ones.
+  """
+
+  every: int = 1000
+  duration: int = 10
+  swap_generator: bool = True
+  swap_discriminator: bool = True
+  name: str = "checkpoint_swap"
+
+  def __post_init__(self):
+    if self.every < 2 or not 1 <= self.duration < self.every:
+      raise ValueError(f"checkpoint_swap needs every >= 2 and 1 <= duration < every; got "
+                       f"every={self.every}, duration={self.duration}.")
+
+  def init(self, key, state, data_shape):
+    return {"g": state.g.params, "d": state.d.params}
+
+  def swapping(self, step: Array) -> Array:
+    return (step % self.every) >= self.every - self.duration
+
+  def _pick(self, enabled, old, new, ctx):
+    if not enabled:
+      return new
+    on = self.swapping(ctx.step)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), old, new)
+
+  def generator_for_d(self, st, g_params, ctx):
+    return self._pick(self.swap_generator, st["g"], g_params, ctx)
+
+  def discriminator_for_g(self, st, d_params, ctx):
+    return self._pick(self.swap_discriminator, st["d"], d_params, ctx)
+
+  def after_step(self, st, state, ctx):
+    take = (ctx.step + 1) % self.every == 0
+    pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
+    return {"g": pick(state.g.params, st["g"]), "d": pick(state.d.params, st["d"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMatching(Hook):
+  """G's loss becomes `adversarial_weight * L_adv + weight * ||E f(x) - E f(G(z))||^2`, f
+  being D's last hidden activation (Salimans et al. 2016, sec. 3.1, which uses
+  `adversarial_weight=0`: feature matching replaces G's objective).
+  """
+
+  weight: float = 1.0
+  adversarial_weight: float = 0.0
+  name: str = "feature_matching"
+
+  def __post_init__(self):
+    if not self.weight > 0 or not self.adversarial_weight >= 0:
+      raise ValueError(f"feature_matching needs weight > 0 and adversarial_weight >= 0; got "
+                       f"{self.weight!r}, {self.adversarial_weight!r}.")
+
+  def g_loss(self, st, loss, features, real, fake, ctx):
+    fm = losses_lib.feature_matching_loss(features(real), features(fake), ctx.axis_name)
+    return self.adversarial_weight * loss + self.weight * fm, {"g_feature_matching": fm}
+
+
+# --------------------------------------------------------------------------------------------
+# The registry.
+
+
+@dataclasses.dataclass
+class Parts:
+  """What tricks modify while a GAN is assembled (see `gax.builders.build_gan`)."""
+
+  loss: GANLoss
+  axis_name: Optional[str]
+  g_before: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
+  g_after: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
+  d_before: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
+  d_after: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
+  hooks: List[Hook] = dataclasses.field(default_factory=list)
+
+  def chain(self, player: str, base: optax.GradientTransformation) -> optax.GradientTransformation:
+    before, after = getattr(self, f"{player}_before"), getattr(self, f"{player}_after")
+    if not before and not after:
+      return base
+    return optax.chain(*before, base, *after)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trick:
+  """A switchable trick: where it comes from, its options, and how it changes `Parts`.
+
+  Attributes:
+    source: the paper or guide it comes from.
+    defaults: its options and their default values (the config section's keys).
+    apply: `(parts, **options) -> None`, mutating `parts`.
+  """
+
+  source: str
+  defaults: Mapping[str, Any]
+  apply: Callable[..., None]
+
+
+TRICKS: Registry[Trick] = Registry("trick")
+
+
+def _register(name: str, source: str, **defaults):
+  def wrap(fn):
+    TRICKS.register(name, Trick(source=source, defaults=defaults, apply=fn))
+    return fn
+  return wrap
+
+
+def _transform(player: str, where: str, factory):
+  def apply(parts: Parts, **options):
+    getattr(parts, f"{player}_{where}").append(factory(**options))
+  return apply
+
+
+_register("d_historical_averaging", "Salimans et al. 2016, sec. 3.3", weight=1e-3)(
+    _transform("d", "before", transforms.historical_averaging))
+_register("g_historical_averaging", "Salimans et al. 2016, sec. 3.3", weight=1e-3)(
+    _transform("g", "before", transforms.historical_averaging))
+_register("d_gradient_noise", "Neelakantan et al. 2015", eta=0.01, gamma=0.55, seed=0)(
+    _transform("d", "before", transforms.add_gradient_noise))
+_register("g_gradient_noise", "Neelakantan et al. 2015", eta=0.01, gamma=0.55, seed=0)(
+    _transform("g", "before", transforms.add_gradient_noise))
+_register("d_clip_params", "Arjovsky et al. 2017 (WGAN), alg. 1", c=0.01)(
+    _transform("d", "after", transforms.clip_params))
+_register("g_ema", "Karras et al. 2018; Yazici et al. 2019", decay=0.999, debias=False)(
+    _transform("g", "after", transforms.ema_params))
+
+
+def _labels(**fixed):
+  def apply(parts: Parts, **options):
+    parts.loss = losses_lib.with_labels(parts.loss, **fixed, **options, axis_name=parts.axis_name)
+  return apply
+
+
+_register("label_smoothing", "Salimans et al. 2016, sec. 3.4 (one-sided)", real=0.9)(_labels())
+_register("soft_labels", "ganhacks 6; Salimans et al. 2016", real_low=0.7, real_high=1.2,
+          fake_low=0.0, fake_high=0.3)(
+              lambda parts, real_low, real_high, fake_low, fake_high: _labels(
+                  real=(real_low, real_high), fake=(fake_low, fake_high))(parts))
+_register("noisy_labels", "ganhacks 6", flip_prob=0.05)(_labels())
+
+
+def _hook(cls):
+  def apply(parts: Parts, **options):
+    parts.hooks.append(cls(**options))
+  return apply
+
+
+_register("spectral_norm", "Miyato et al. 2018", n_power_iterations=1)(_hook(SpectralNorm))
+_register("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
+          std=0.1, decay_steps=0)(_hook(InstanceNoise))
+_register("experience_replay", "Shrivastava et al. 2017; ganhacks 17", size=1024, prob=0.5)(
+    _hook(ExperienceReplay))
+_register("checkpoint_swap", "ganhacks 17", every=1000, duration=10, swap_generator=True,
+          swap_discriminator=True)(_hook(CheckpointSwap))
+_register("feature_matching", "Salimans et al. 2016, sec. 3.1", weight=1.0,
+          adversarial_weight=0.0)(_hook(FeatureMatching))
+
+
+def default_config() -> Dict[str, Dict[str, Any]]:
+  """`{name: {'enabled': False, **defaults}}` for every trick: the config's `tricks` section."""
+  return {name: {"enabled": False, **dict(TRICKS.get(name).defaults)}
+          for name in TRICKS.names_in_order()}
+
+
+def _options(name: str, section: Mapping[str, Any]) -> Tuple[bool, Dict[str, Any]]:
+  trick = TRICKS.get(name)
+  section = dict(section)
+  if "enabled" not in section:
+    raise KeyError(f"config.tricks.{name} has no 'enabled' key.")
+  enabled = section.pop("enabled")
+  if not isinstance(enabled, bool):
+    raise ValueError(f"config.tricks.{name}.enabled must be True or False, got {enabled!r}.")
+  unknown = set(section) - set(trick.defaults)
+  if unknown:
+    raise KeyError(f"config.tricks.{name} has unknown options {sorted(unknown)}; its options "
+                   f"are {sorted(trick.defaults)}.")
+  return enabled, {**trick.defaults, **section}
+
+
+def validate(section: Mapping[str, Mapping[str, Any]]) -> None:
+  """Checks a config's `tricks` section: known names, `enabled` flags, known options."""
+  for name, options in section.items():
+    _options(name, options)
+
+
+def apply_tricks(parts: Parts, section: Mapping[str, Mapping[str, Any]]) -> Parts:
+  """Applies every enabled trick of a config's `tricks` section to `parts`, in `TRICKS`
+  order. Tricks absent from the section are off."""
+  validate(section)
+  for name in TRICKS.names_in_order():
+    if name in section:
+      enabled, options = _options(name, section[name])
+      if enabled:
+        try:
+          TRICKS.get(name).apply(parts, **options)
+        except (TypeError, ValueError) as e:
+          raise ValueError(f"config.tricks.{name}: {e}") from e
+  return parts
