@@ -13,6 +13,7 @@ The config layout (see `experiments/configs/`):
   optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options
   parallel      'none' (one device, jit) or 'pmap' (all local devices)
   train         steps and logging/sampling/checkpoint intervals
+  monitor       failure detection in the logged metrics (`gax.monitor`) and which stop the run
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import losses, models, noise, penalties, tricks
+from gax import losses, models, monitor, noise, penalties, tricks
 from gax.optimizers import build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
 
 TOP_LEVEL_KEYS = frozenset(
     {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
-     "parallel", "train"})
+     "parallel", "train", "monitor"})
 PARALLEL_MODES = ("none", "pmap")
 
 
@@ -59,6 +60,7 @@ def validate_config(config: Any) -> None:
   models.MODELS.get(config.model.name)
   data_lib.DATASETS.get(config.data.name)
   tricks.validate(_as_dict(config.tricks))
+  monitor.Monitor.from_config(config.monitor, loss=config.loss)
 
 
 def build_data(config: Any, batch_size: Optional[int] = None):
@@ -102,7 +104,7 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
 
 
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
-                       may_differ=("train", "parallel")) -> list[str]:
+                       may_differ=("train", "parallel", "monitor")) -> list[str]:
   """Config keys (dotted) whose values differ between two config dicts, ignoring the
   sections that do not change what a checkpoint holds (run length, logging, parallelism)."""
   diffs = []
@@ -152,4 +154,5 @@ def base_config() -> "ml_collections.ConfigDict":
       "keep_checkpoints": 3,
       "num_samples": 64,
   })
+  c.monitor = ml_collections.ConfigDict(monitor.monitor_config_defaults())
   return c

@@ -6,6 +6,7 @@ Work directory layout:
   checkpoints/     Orbax checkpoints of `GANState`, by step
   metrics.jsonl    one JSON object per logged step: losses, logits, gradient norms, speed
   eval.jsonl       evaluation results (mode coverage for the 2D mixtures)
+  alarms.jsonl     failures `gax.monitor` detected in the logged metrics (see config.monitor)
   samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
 
 Re-running on the same work directory resumes from the newest checkpoint. Because the state
@@ -30,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from gax import builders, parallel, visualize
+from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource, prefetch
 from gax.metrics import mode_coverage
@@ -40,6 +42,7 @@ CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"
+ALARMS_FILE = "alarms.jsonl"
 
 
 class WorkdirConfigMismatch(ValueError):
@@ -171,7 +174,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     state = ckpt.restore(state)
     logging.info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
-  for name in (METRICS_FILE, EVAL_FILE):
+  for name in (METRICS_FILE, EVAL_FILE, ALARMS_FILE):
     _truncate_jsonl(os.path.join(workdir, name), start)
   if start >= total:
     logging.info("Nothing to do: the run is at step %d of %d.", start, total)
@@ -198,6 +201,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
 
   metrics_file = open(os.path.join(workdir, METRICS_FILE), "a")
   eval_file = open(os.path.join(workdir, EVAL_FILE), "a")
+  monitor = monitor_lib.Monitor.from_config(config.monitor, loss=config.loss)
+  alarms_file = open(os.path.join(workdir, ALARMS_FILE), "a")
   t_start = t_last = time.time()
   last_logged = start
   try:
@@ -208,6 +213,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         m = {k: float(v) for k, v in jax.device_get(host_state(metrics)).items()}
         now = time.time()
         rate = (done - last_logged) / max(now - t_last, 1e-9)
+        alarms = monitor.update(done, m)
+        for alarm in alarms:
+          logging.warning("Monitor: %s", alarm)
+          alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
+        alarms_file.flush()
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
           raise FloatingPointError(
@@ -220,6 +230,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
                      100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
                      rate, _format_eta((total - done) / max(rate, 1e-9)))
         t_last, last_logged = now, done
+        monitor.check(alarms)  # raises MonitorStop for a kind in config.monitor.stop_on
       if every(tc.sample_every, done):
         s = host_state(state)
         path = _write_samples(workdir, done, np.asarray(gen_fixed(s.g)), source)
@@ -236,6 +247,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   finally:
     metrics_file.close()
     eval_file.close()
+    alarms_file.close()
     ckpt.close()
   logging.info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
                workdir)

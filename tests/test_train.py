@@ -94,6 +94,18 @@ def test_a_corrupt_checkpoint_is_an_error_that_names_it(tmp_path):
     trainer.train(ring_config(steps=12), workdir)
 
 
+def test_a_monitor_alarm_is_logged_and_can_stop_the_run(tmp_path):
+  from gax.monitor import MonitorStop  # pylint: disable=g-import-not-at-top
+  c = ring_config(steps=4)
+  c.monitor.grad_norm_max = 1e-9  # every gradient "explodes"
+  c.monitor.stop_on = ("exploding_gradients",)
+  with pytest.raises(MonitorStop, match="exploding_gradients"):
+    trainer.train(c, str(tmp_path))
+  alarms = read_jsonl(tmp_path / "alarms.jsonl")
+  assert [(a["kind"], a["step"]) for a in alarms] == [("exploding_gradients", 1)]
+  assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+
+
 def test_bad_config_values_are_clear_errors(tmp_path):
   c = ring_config()
   c.parallel = "tpu_magic"
