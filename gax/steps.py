@@ -405,7 +405,8 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
   # Eval mode at init: no batch statistics are computed, so no mapped axis is needed.
   g_vars = gan.generator.init(g_key, jnp.zeros((2, gan.latent_dim), jnp.float32), train=False)
   out = jax.eval_shape(
-      lambda v: gan.generator.apply(v, jnp.zeros((2, gan.latent_dim)), train=False), g_vars)
+      lambda v: apply_model(gan.generator, v["params"], {k: x for k, x in v.items() if k != "params"},
+                            jnp.zeros((2, gan.latent_dim)), False, g_key)[0], g_vars)
   if tuple(out.shape[1:]) != tuple(data_shape):
     raise ValueError(
         f"The generator makes examples of shape {tuple(out.shape[1:])} but the data has "

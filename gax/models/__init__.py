@@ -4,6 +4,12 @@ A model factory takes the data's per-example shape (`data_shape`), the mapped ax
 cross-device batch statistics (`axis_name`, `None` outside `pmap`) and its own keyword
 arguments from the config, and returns `(generator, discriminator)` Flax modules. Both
 modules take `(inputs, train: bool)`; D returns logits of shape `[B]`.
+
+Both factories take GAN-trick options (normalisation, minibatch features, generator noise and
+dropout, up/downsampling) whose defaults are the plain architectures; the layers are in
+`gax.layers` and the options are described in `gax.models.dcgan` and `gax.models.mlp`. A
+generator with `g_dropout > 0` needs a `dropout` RNG even when sampling, and one with
+`g_noise_std > 0` a `noise` RNG in train mode: pass `key` to `gax.steps.apply_model`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gax.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gax import noise
+from gax.layers import check_option
+from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
+                              DCGANGenerator)
+from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
+from gax.models.mlp import G_NORMS as MLP_G_NORMS
 from gax.models.mlp import MLPDiscriminator, MLPGenerator
 from gax.registry import Registry
 
@@ -28,27 +39,98 @@ def _dtype(name: str) -> Any:
   return _DTYPES[name]
 
 
+def _check_common(minibatch: str, g_noise_std: float, g_dropout: float, vbn_reference_size: int,
+                  vbn_reference_latent: str) -> None:
+  check_option("minibatch", minibatch, MINIBATCH)
+  if g_noise_std < 0:
+    raise ValueError(f"g_noise_std must be >= 0 (0 = off); got {g_noise_std}.")
+  if not 0 <= g_dropout < 1:
+    raise ValueError(f"g_dropout must be a rate in [0, 1) (0 = off); got {g_dropout}.")
+  if vbn_reference_size < 1:
+    raise ValueError(f"vbn_reference_size must be >= 1; got {vbn_reference_size}.")
+  check_option("vbn_reference_latent", vbn_reference_latent, tuple(noise.LATENTS))
+
+
 @MODELS.register("dcgan")
 def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int = 64,
-          dtype: str = "float32") -> Tuple[nn.Module, nn.Module]:
-  """DCGAN pair for square images of shape `(R, R, C)`, R = 4 * 2^k."""
+          dtype: str = "float32", g_norm: str = "batch", d_norm: str = "batch",
+          minibatch: str = "none", g_noise_std: float = 0.0, g_dropout: float = 0.0,
+          upsample: str = "transpose", downsample: str = "stride", vbn_reference_size: int = 64,
+          vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
+          minibatch_kernel_dim: int = 5,
+          minibatch_group_size: Optional[int] = None) -> Tuple[nn.Module, nn.Module]:
+  """DCGAN pair for square images of shape `(R, R, C)`, R = 4 * 2^k.
+
+  Args:
+    data_shape: `(R, R, C)`.
+    axis_name: the mapped axis for synchronised batch norm, `None` outside `pmap`.
+    width: D's first-layer channels (G mirrors D).
+    dtype: compute dtype, "float32" or "bfloat16".
+    g_norm: G's normalisation, "batch" | "instance" | "virtual_batch" | "none".
+    d_norm: D's normalisation, "batch" | "instance" | "layer" | "none".
+    minibatch: D's minibatch layer before its last layer, "none" | "stddev" |
+      "discrimination".
+    g_noise_std: std of the Gaussian noise added after each hidden G layer in train mode
+      (0 = off).
+    g_dropout: dropout rate after each hidden G layer, at train and sample time (0 = off).
+    upsample: G's upsampling, "transpose" | "pixel_shuffle".
+    downsample: D's downsampling, "stride" | "avg_pool".
+    vbn_reference_size: rows of G's fixed reference batch for g_norm="virtual_batch".
+    vbn_reference_latent: the `gax.noise.LATENTS` distribution the reference latents are
+      drawn from; should match the config's `latent.distribution`.
+    minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
+    minibatch_group_size: group size of the minibatch stddev (`None`: the whole batch).
+  """
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
     raise ValueError(f"DCGAN needs square images (H, W, C) with H == W; data has {tuple(data_shape)}.")
+  check_option("g_norm", g_norm, DCGAN_G_NORMS)
+  check_option("d_norm", d_norm, D_NORMS)
+  check_option("upsample", upsample, UPSAMPLE)
+  check_option("downsample", downsample, DOWNSAMPLE)
+  _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   r, _, c = data_shape
   dt = _dtype(dtype)
-  return (DCGANGenerator(resolution=r, width=width, channels=c, axis_name=axis_name, dtype=dt),
-          DCGANDiscriminator(resolution=r, width=width, axis_name=axis_name, dtype=dt))
+  return (DCGANGenerator(resolution=r, width=width, channels=c, axis_name=axis_name, dtype=dt,
+                         norm=g_norm, noise_std=float(g_noise_std), dropout=float(g_dropout),
+                         upsample=upsample, vbn_reference_size=vbn_reference_size,
+                         vbn_reference_latent=vbn_reference_latent),
+          DCGANDiscriminator(resolution=r, width=width, axis_name=axis_name, dtype=dt,
+                             norm=d_norm, downsample=downsample, minibatch=minibatch,
+                             minibatch_kernels=minibatch_kernels,
+                             minibatch_kernel_dim=minibatch_kernel_dim,
+                             minibatch_group_size=minibatch_group_size))
 
 
 @MODELS.register("mlp")
 def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
-        g_hidden: Sequence[int] = (256, 256, 256),
-        d_hidden: Sequence[int] = (256, 256, 256)) -> Tuple[nn.Module, nn.Module]:
-  """MLP pair for vector data of shape `(dim,)`."""
+        g_hidden: Sequence[int] = (256, 256, 256), d_hidden: Sequence[int] = (256, 256, 256),
+        g_norm: str = "none", minibatch: str = "none", g_noise_std: float = 0.0,
+        g_dropout: float = 0.0, vbn_reference_size: int = 64,
+        vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
+        minibatch_kernel_dim: int = 5,
+        minibatch_group_size: Optional[int] = None) -> Tuple[nn.Module, nn.Module]:
+  """MLP pair for vector data of shape `(dim,)`.
+
+  Args:
+    data_shape: `(dim,)`.
+    axis_name: the mapped axis for synchronised batch norm (g_norm="batch").
+    g_hidden, d_hidden: hidden layer widths.
+    g_norm: G's normalisation after each hidden layer, "none" | "batch" | "virtual_batch".
+    minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent,
+      minibatch_kernels, minibatch_kernel_dim, minibatch_group_size: as for `dcgan`.
+  """
   if len(data_shape) != 1:
     raise ValueError(f"The MLP model needs vector data of shape (dim,); data has {tuple(data_shape)}.")
-  return (MLPGenerator(hidden=tuple(g_hidden), out_dim=data_shape[0]),
-          MLPDiscriminator(hidden=tuple(d_hidden), axis_name=axis_name))
+  check_option("g_norm", g_norm, MLP_G_NORMS)
+  _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
+  return (MLPGenerator(hidden=tuple(g_hidden), out_dim=data_shape[0], norm=g_norm,
+                       noise_std=float(g_noise_std), dropout=float(g_dropout), axis_name=axis_name,
+                       vbn_reference_size=vbn_reference_size,
+                       vbn_reference_latent=vbn_reference_latent),
+          MLPDiscriminator(hidden=tuple(d_hidden), axis_name=axis_name, minibatch=minibatch,
+                           minibatch_kernels=minibatch_kernels,
+                           minibatch_kernel_dim=minibatch_kernel_dim,
+                           minibatch_group_size=minibatch_group_size))
 
 
 __all__ = ["MODELS", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator"]

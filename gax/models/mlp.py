@@ -1,4 +1,19 @@
-"""Fully connected G and D for low-dimensional toy data (the 2D Gaussian mixtures)."""
+"""Fully connected G and D for low-dimensional toy data (the 2D Gaussian mixtures).
+
+Options, as in `gax.models.dcgan` (defaults reproduce the plain MLPs, with the same parameter
+names):
+
+* G `norm`: "none" | "batch" | "virtual_batch" after every hidden dense layer. "batch" keeps
+  running statistics in `batch_stats` (synchronised over `axis_name` under `pmap`);
+  "virtual_batch" (Salimans et al. 2016, sec. 3.5) runs a fixed reference latent batch, kept in
+  the `vbn_reference` collection and drawn once at init, through G in front of every batch
+  (see `gax.models.dcgan`).
+* G `noise_std` > 0: Gaussian noise after every hidden layer, train mode only (`noise` RNG).
+* G `dropout` > 0: dropout after every hidden layer at train and sample time (`dropout` RNG).
+* D `minibatch`: "none" | "stddev" (one feature appended) | "discrimination" (`minibatch_kernels`
+  features appended), between the last hidden layer (sown as `intermediates/features`) and
+  the output layer; computed over the per-device batch under `pmap`.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +24,64 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gax.layers import MinibatchDiscrimination, MinibatchStdDev, check_option
+from gax.models.dcgan import (MINIBATCH, check_g_regularisers, g_hidden, make_norm,
+                              vbn_reference_latent)
+
+G_NORMS = ("none", "batch", "virtual_batch")
+
 
 class MLPGenerator(nn.Module):
   """z `[B, latent_dim]` -> points `[B, out_dim]` (linear output: toy data is unbounded)."""
 
   hidden: Sequence[int] = (256, 256, 256)
   out_dim: int = 2
+  norm: str = "none"
+  noise_std: float = 0.0
+  dropout: float = 0.0
+  axis_name: Optional[str] = None
+  vbn_reference_size: int = 64
+  vbn_reference_latent: str = "gaussian"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-    del train  # no batch statistics; kept for the common model interface
     chex.assert_rank(z, 2)
+    check_option("g_norm", self.norm, G_NORMS)
+    check_g_regularisers(self, self.noise_std, self.dropout, train)
+    n_ref = 0
+    if self.norm == "virtual_batch":
+      z_ref = vbn_reference_latent(self, z, self.vbn_reference_size, self.vbn_reference_latent)
+      z = jnp.concatenate([z_ref.astype(z.dtype), z])
+      n_ref = self.vbn_reference_size
     x = z
     for h in self.hidden:
-      x = nn.relu(nn.Dense(h)(x))
-    return nn.Dense(self.out_dim)(x)
+      x = nn.Dense(h, use_bias=self.norm == "none")(x)
+      x = g_hidden(x, make_norm(self.norm, train, self.axis_name, jnp.float32, n_ref), train,
+                   self.noise_std, self.dropout)
+    return nn.Dense(self.out_dim)(x)[n_ref:]
 
 
 class MLPDiscriminator(nn.Module):
   """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) hidden layers; the last hidden
-  activation is sown as `intermediates/features`."""
+  activation is sown as `intermediates/features`, before the optional minibatch layer."""
 
   hidden: Sequence[int] = (256, 256, 256)
-  axis_name: Optional[str] = None  # unused: the MLP has no cross-example statistics
+  axis_name: Optional[str] = None  # unused: the MLP has no batch statistics
+  minibatch: str = "none"
+  minibatch_kernels: int = 100
+  minibatch_kernel_dim: int = 5
+  minibatch_group_size: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
     chex.assert_rank(x, 2)
+    check_option("minibatch", self.minibatch, MINIBATCH)
     for h in self.hidden:
       x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
     self.sow("intermediates", "features", x)  # for feature matching
+    if self.minibatch == "stddev":
+      x = MinibatchStdDev(self.minibatch_group_size)(x)
+    elif self.minibatch == "discrimination":
+      x = MinibatchDiscrimination(self.minibatch_kernels, self.minibatch_kernel_dim)(x)
     return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
