@@ -168,6 +168,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.out.lower().endswith(".png"):
     raise app.UsageError(f"--out must be a .png path, got {FLAGS.out!r}")
+  trainer.quiet_library_logs()
   try:
     interpolate(FLAGS.workdir, FLAGS.out, FLAGS.num_rows, FLAGS.num_steps, FLAGS.seed,
                 FLAGS.step, FLAGS.method)

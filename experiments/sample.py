@@ -29,6 +29,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _OUT.value.endswith(".npy"):
     raise app.UsageError(f"--out must be a .npy path, got {_OUT.value!r}")
+  trainer.quiet_library_logs()
   _, gan, state = trainer.restore_run(_WORKDIR.value, _STEP.value)
   x = trainer.sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

@@ -512,7 +512,7 @@ def auxiliary_classifier_loss(class_logits: Array, labels: Array) -> Array:
 
 def focal_reconstruction_loss(x_recon: Array, x: Array, gamma: float = 2.0, *,
                               from_logits: bool = False, eps: float = 1e-6) -> Array:
-  """Focal-loss reconstruction term for a VAE-GAN (Larsen et al. 2016; ganhacks 18).
+  """Focal-loss reconstruction term for a VAE-GAN (Larsen et al. 2016; ganhacks 7).
 
   Each pixel of `x` in [-1, 1] is read as the probability `p = (x + 1) / 2` of a Bernoulli
   pixel, and the decoder's output as the predicted probability `q` (`q = (x_recon + 1) / 2`,

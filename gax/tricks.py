@@ -114,7 +114,7 @@ class InstanceNoise(Hook):
 class ExperienceReplay(Hook):
   """D's fake batch mixes in generated examples from past steps (Shrivastava et al. 2017,
   "Learning from simulated and unsupervised images through adversarial training", sec. 2.3;
-  ganhacks 17).
+  ganhacks 8).
 
   State: a ring buffer of the last `size` generated examples (`buffer`, float32), the write
   position and the number filled. In every D update each fake example is replaced, with
@@ -162,8 +162,8 @@ class ExperienceReplay(Hook):
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointSwap(Hook):
-  """Each player occasionally trains against an old copy of the other (ganhacks 17,
-  "[notsure]": keep checkpoints of G and D and swap them in for a few iterations).
+  """Each player occasionally trains against an old copy of the other (ganhacks 8: keep
+  checkpoints of G and D from the past and swap them in for a few iterations).
 
   State: snapshots of both players' params, taken at every multiple of `every` train steps
   (and at initialisation). In the last `duration` steps of each period of `every` steps, the
@@ -318,9 +318,9 @@ def _hook(cls):
 _register("spectral_norm", "Miyato et al. 2018", n_power_iterations=1)(_hook(SpectralNorm))
 _register("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
           std=0.1, decay_steps=0)(_hook(InstanceNoise))
-_register("experience_replay", "Shrivastava et al. 2017; ganhacks 17", size=1024, prob=0.5)(
+_register("experience_replay", "Shrivastava et al. 2017; ganhacks 8", size=1024, prob=0.5)(
     _hook(ExperienceReplay))
-_register("checkpoint_swap", "ganhacks 17", every=1000, duration=10, swap_generator=True,
+_register("checkpoint_swap", "ganhacks 8", every=1000, duration=10, swap_generator=True,
           swap_discriminator=True)(_hook(CheckpointSwap))
 _register("feature_matching", "Salimans et al. 2016, sec. 3.1", weight=1.0,
           adversarial_weight=0.0)(_hook(FeatureMatching))

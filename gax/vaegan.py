@@ -1,6 +1,7 @@
 """VAE-GAN: a VAE whose decoder is a GAN generator (Larsen, Sønderby, Larochelle & Winther
 2016, "Autoencoding beyond pixels using a learned similarity metric"), with a focal-loss
-reconstruction term (Lin et al. 2017, "Focal loss for dense object detection"; ganhacks 18).
+reconstruction term (Lin et al. 2017, "Focal loss for dense object detection"); ganhacks 7
+suggests such VAE + GAN hybrids when plain GAN training is unstable.
 
 Three players: an encoder E `x -> (mu, log_var)` of a diagonal Gaussian q(z|x), a decoder /
 generator G `z -> x` and a discriminator D `x -> logit`. One call of `vaegan_train_step` is one
