@@ -277,7 +277,8 @@ def test_feature_matching_g_loss_matches_the_formula_and_its_gradient():
 
 ALL = dict(spectral_norm={}, instance_noise={"std": 0.2, "decay_steps": 10},
            experience_replay={"size": 64, "prob": 0.5},
-           checkpoint_swap={"every": 2, "duration": 1}, feature_matching={"adversarial_weight": 1.0},
+           checkpoint_swap={"every": 2, "duration": 1},
+           feature_matching={"adversarial_weight": 1.0},
            d_clip_params={"c": 0.5}, g_ema={"decay": 0.9}, d_historical_averaging={},
            g_gradient_noise={"eta": 0.01}, soft_labels={}, noisy_labels={"flip_prob": 0.1})
 

@@ -1,0 +1,259 @@
+r"""Throughput of the fused, jitted GAN train step (`n_critic` D updates + one G update).
+
+python benchmarks/step_throughput.py --models=dcgan,resnet --batch_sizes=128,1024 \
+    --dtypes=float32,bfloat16 --out_dir=benchmarks/results
+
+For every (model, batch size, dtype) it compiles `gax.steps.train_step` once with the state
+donated, times `--iters` steps per repeat after `--warmup` untimed steps, synchronising on
+the device (`jax.block_until_ready`) at the end of each repeat, and reports the median over
+`--repeats`:
+
+  img/s          generated-and-discriminated images per second: batch size / step time
+  ms/step        median wall time of one train step
+  compile_s      time to compile the step (lowering excluded)
+  peak_mem_gib   the device's peak memory in use (where the backend reports it)
+  tflop/step     FLOPs of one compiled step, from XLA's own cost analysis
+  mfu            model FLOP utilisation: (FLOPs / step time) / the device's peak FLOP/s
+                 for the dtype (`PEAK_TFLOPS`, or `--peak_tflops`)
+
+Models: `dcgan` is the DCGAN of Radford et al. 2016 at 64x64 (nz=100, width 64, the paper's
+setting) with the non-saturating loss and Adam(2e-4, 0.5); `resnet` is the SNGAN-style
+ResNet (`gax.models.resnet`, G width 256, D width 128) with hinge loss, spectral
+normalisation of D and Adam(2e-4, 0.0, 0.9). `bfloat16` computes in bf16 with float32
+parameters and optimizer state (Flax `dtype` vs `param_dtype`).
+
+The batch is random uint8 data already on the device, so this times the step, not the input
+pipeline. Results go to `<out_dir>/step_throughput.json` and `.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+from gax import losses, tricks  # pylint: disable=g-import-not-at-top
+from gax.models.dcgan import DCGANDiscriminator, DCGANGenerator  # pylint: disable=g-import-not-at-top
+from gax.models.resnet import ResNetDiscriminator, ResNetGenerator  # pylint: disable=g-import-not-at-top
+from gax.steps import GAN, init_state, train_step  # pylint: disable=g-import-not-at-top
+
+MODELS = ("dcgan", "resnet")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# Dense peak TFLOP/s by device kind (substring of `device.device_kind`) and compute dtype,
+# from the vendors' data sheets: H100 SXM 989 (bf16 tensor) and 495 (tf32 tensor; XLA runs
+# float32 convolutions and matmuls as TF32 on these GPUs by default); H200 the same chip;
+# A100 312 / 156.
+PEAK_TFLOPS = {
+    ("H100", "bfloat16"): 989.0, ("H100", "float32"): 495.0,
+    ("H200", "bfloat16"): 989.0, ("H200", "float32"): 495.0,
+    ("A100", "bfloat16"): 312.0, ("A100", "float32"): 156.0,
+}
+
+
+@dataclasses.dataclass
+class Result:
+  model: str
+  batch_size: int
+  dtype: str
+  resolution: int
+  n_critic: int
+  img_per_sec: float
+  ms_per_step: float
+  ms_per_step_spread: float
+  compile_s: float
+  peak_mem_gib: Optional[float]
+  tflop_per_step: Optional[float]
+  mfu: Optional[float]
+  device: str
+  torch_img_per_sec: Optional[float] = None
+
+
+def build_gan(model: str, resolution: int, dtype: str, n_critic: int) -> GAN:
+  """The benchmarked GAN: the paper's DCGAN or the SNGAN-style ResNet."""
+  dt = DTYPES[dtype]
+  if model == "dcgan":
+    g = DCGANGenerator(resolution=resolution, width=64, channels=3, dtype=dt)
+    d = DCGANDiscriminator(resolution=resolution, width=64, dtype=dt)
+    adam = optax.adam(2e-4, b1=0.5, b2=0.999)
+    return GAN(g, d, losses.get_loss("non_saturating"), adam, adam, latent_dim=100,
+               n_critic=n_critic)
+  if model == "resnet":
+    g = ResNetGenerator(resolution=resolution, width=256, channels=3, dtype=dt)
+    d = ResNetDiscriminator(resolution=resolution, width=128, dtype=dt)
+    adam = optax.adam(2e-4, b1=0.0, b2=0.9)
+    return GAN(g, d, losses.get_loss("hinge"), adam, adam, latent_dim=128, n_critic=n_critic,
+               hooks=(tricks.SpectralNorm(),))
+  raise ValueError(f"Unknown model {model!r}; choose from {MODELS}.")
+
+
+def _flops(compiled: Any) -> Optional[float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+def _peak_memory_gib(device: Any) -> Optional[float]:
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return stats["peak_bytes_in_use"] / 2 ** 30
+
+
+def peak_tflops(device_kind: str, dtype: str, override: Optional[float] = None) -> Optional[float]:
+  """The device's dense peak TFLOP/s for `dtype`, `override` if given, else `None`."""
+  if override:
+    return override
+  for (kind, dt), tflops in PEAK_TFLOPS.items():
+    if kind in device_kind and dt == dtype:
+      return tflops
+  return None
+
+
+def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
+            warmup: int = 3, iters: int = 10, repeats: int = 5,
+            peak_override: Optional[float] = None) -> Result:
+  """Compiles and times one configuration of the train step."""
+  if repeats < 1 or iters < 1 or warmup < 0:
+    raise ValueError(f"Need repeats >= 1, iters >= 1, warmup >= 0; got {repeats}, {iters}, "
+                     f"{warmup}.")
+  gan = build_gan(model, resolution, dtype, n_critic)
+  shape = (resolution, resolution, 3)
+  state = init_state(gan, jax.random.PRNGKey(0), shape)
+  batch = jax.device_put(np.random.default_rng(0).integers(
+      0, 256, (n_critic, batch_size, *shape), dtype=np.uint8))
+  lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(state, batch)
+  t0 = time.perf_counter()
+  step = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  flops = _flops(step)
+
+  for _ in range(warmup):
+    state, _ = step(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(iters):
+      state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - t0) / iters)
+  if not all(np.isfinite(float(v)) for v in jax.device_get(metrics).values()):
+    raise FloatingPointError(f"Non-finite metrics in the benchmarked step: {metrics}")
+  t = statistics.median(times)
+  device = jax.devices()[0]
+  peak = peak_tflops(device.device_kind, dtype, peak_override)
+  return Result(
+      model=model, batch_size=batch_size, dtype=dtype, resolution=resolution,
+      n_critic=n_critic, img_per_sec=batch_size / t, ms_per_step=1e3 * t,
+      ms_per_step_spread=1e3 * (max(times) - min(times)), compile_s=compile_s,
+      peak_mem_gib=_peak_memory_gib(device),
+      tflop_per_step=None if flops is None else flops / 1e12,
+      mfu=None if flops is None or peak is None else flops / t / (peak * 1e12),
+      device=f"{device.platform}:{device.device_kind}")
+
+
+def markdown(results: List[Result]) -> str:
+  """The results as a Markdown table."""
+  fmt = lambda v, f: "n/a" if v is None else format(v, f)
+  rows = ["| model | batch | dtype | img/s | ms/step | compile s | peak GiB | TFLOP/step | MFU "
+          "| torch img/s | device |", "|" + " --- |" * 11]
+  for r in results:
+    rows.append(
+        f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
+        f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
+        f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
+        f"{fmt(r.mfu, '.1%')} | {fmt(r.torch_img_per_sec, ',.0f')} | {r.device} |")
+  return "\n".join(rows)
+
+
+def write(results: List[Result], out_dir: str) -> Dict[str, str]:
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"json": os.path.join(out_dir, "step_throughput.json"),
+           "md": os.path.join(out_dir, "step_throughput.md")}
+  meta = {"jax": jax.__version__, "backend": jax.default_backend(),
+          "host": platform.node(), "python": platform.python_version()}
+  with open(paths["json"], "w") as f:
+    json.dump({"meta": meta, "results": [dataclasses.asdict(r) for r in results]}, f, indent=2)
+  with open(paths["md"], "w") as f:
+    f.write(markdown(results) + "\n")
+  return paths
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_list("models", list(MODELS), f"Models to time, from {MODELS}.")
+  flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global batch sizes.")
+  flags.DEFINE_list("dtypes", ["float32", "bfloat16"], f"Compute dtypes, from {list(DTYPES)}.")
+  flags.DEFINE_integer("resolution", 64, "Image resolution (4 * 2^k).")
+  flags.DEFINE_integer("n_critic", 1, "D updates per G update inside the step.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+  flags.DEFINE_integer("iters", 10, "Steps per timed repeat.")
+  flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
+  flags.DEFINE_float("peak_tflops", None, "Override the device's peak TFLOP/s for the MFU.")
+  flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON and Markdown go.")
+  flags.DEFINE_bool("compare_torch", False,
+                    "Also time the same DCGAN step in PyTorch (eager, channels-last, bf16 "
+                    "autocast for bfloat16) and report its img/s beside gax's.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  for m in FLAGS.models:
+    if m not in MODELS:
+      raise app.UsageError(f"--models: unknown {m!r}; choose from {MODELS}.")
+  for d in FLAGS.dtypes:
+    if d not in DTYPES:
+      raise app.UsageError(f"--dtypes: unknown {d!r}; choose from {list(DTYPES)}.")
+  try:
+    batch_sizes = [int(b) for b in FLAGS.batch_sizes]
+  except ValueError:
+    raise app.UsageError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}.") from None
+  torch_bench = None
+  if FLAGS.compare_torch:
+    from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+    torch_bench = torch_dcgan.measure
+  logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
+  results = []
+  total = len(FLAGS.models) * len(batch_sizes) * len(FLAGS.dtypes)
+  for model in FLAGS.models:
+    for bs in batch_sizes:
+      for dtype in FLAGS.dtypes:
+        logging.info("[%d/%d] %s batch %d %s ...", len(results) + 1, total, model, bs, dtype)
+        r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup,
+                    FLAGS.iters, FLAGS.repeats, FLAGS.peak_tflops)
+        if torch_bench is not None and model == "dcgan":
+          r.torch_img_per_sec = torch_bench(bs, dtype, FLAGS.resolution, FLAGS.n_critic,
+                                            FLAGS.warmup, FLAGS.iters, FLAGS.repeats)
+          logging.info("  gax / torch = %.2fx", r.img_per_sec / r.torch_img_per_sec)
+        logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
+                     r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
+        results.append(r)
+  paths = write(results, FLAGS.out_dir)
+  print(markdown(results))
+  logging.info("Wrote %s and %s", paths["json"], paths["md"])
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

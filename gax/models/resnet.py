@@ -1,0 +1,130 @@
+"""ResNet generator and discriminator in the style of SNGAN's CIFAR-10 networks (Miyato et
+al. 2018, appendix B; residual blocks after Gulrajani et al. 2017), for any resolution
+R = 4 * 2^k.
+
+Generator: z -> dense to 4x4 x `width` -> k up-blocks (BN, ReLU, nearest 2x upsample, 3x3
+conv, BN, ReLU, 3x3 conv; shortcut: upsample + 1x1 conv) -> BN, ReLU, 3x3 conv to the
+image channels, tanh. Discriminator: an optimised first down-block (3x3 conv, ReLU, 3x3
+conv, 2x2 average pool; shortcut: pool + 1x1 conv), further down-blocks (ReLU, conv, ReLU,
+conv, pool; 1x1-conv shortcut) until 8x8, two blocks without pooling, ReLU, global *sum*
+pooling and a dense layer to the logit. At R = 32 this is the paper's CIFAR-10 pair (G width
+256, D width 128: 3 up-blocks; 2 down-blocks and 2 plain blocks). D has no normalisation:
+spectral normalisation (`config.tricks.spectral_norm`) is its regulariser in SNGAN.
+
+D sows its pooled features (`intermediates/features`, `[B, d_width]`) for feature matching.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gax.models.dcgan import num_stages
+
+_init = nn.initializers.xavier_uniform()
+
+
+def _upsample(x: jax.Array) -> jax.Array:
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+  return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class _GBlock(nn.Module):
+  channels: int
+  axis_name: Optional[str]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train):
+    bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                              axis_name=self.axis_name, dtype=self.dtype)
+    conv = lambda k: nn.Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
+                             dtype=self.dtype)
+    h = _upsample(nn.relu(bn()(x)))
+    h = conv(3)(h)
+    h = conv(3)(nn.relu(bn()(h)))
+    return h + conv(1)(_upsample(x))
+
+
+class _DBlock(nn.Module):
+  channels: int
+  downsample: bool
+  first: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    conv = lambda k: nn.Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
+                             dtype=self.dtype)
+    h = x if self.first else nn.relu(x)
+    h = conv(3)(h)
+    h = conv(3)(nn.relu(h))
+    if self.downsample:
+      h = _avg_pool(h)
+    # The optimised first block pools before its shortcut conv, the others after it.
+    if self.first:
+      s = conv(1)(_avg_pool(x))
+    elif self.downsample or x.shape[-1] != self.channels:
+      s = conv(1)(x)
+      s = _avg_pool(s) if self.downsample else s
+    else:
+      s = x
+    return h + s
+
+
+class ResNetGenerator(nn.Module):
+  """z `[B, latent_dim]` -> images `[B, resolution, resolution, channels]` in [-1, 1]."""
+
+  resolution: int = 32
+  width: int = 256
+  channels: int = 3
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+    chex.assert_rank(z, 2)
+    k = num_stages(self.resolution)
+    x = nn.Dense(4 * 4 * self.width, kernel_init=_init, dtype=self.dtype)(z)
+    x = x.reshape(z.shape[0], 4, 4, self.width)
+    for _ in range(k):
+      x = _GBlock(self.width, self.axis_name, self.dtype)(x, train)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     axis_name=self.axis_name, dtype=self.dtype)(x)
+    x = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=self.dtype)(
+        nn.relu(x))
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class ResNetDiscriminator(nn.Module):
+  """images `[B, resolution, resolution, C]` in [-1, 1] -> logits `[B]`."""
+
+  resolution: int = 32
+  width: int = 128
+  axis_name: Optional[str] = None  # unused: D has no batch statistics
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    del train
+    chex.assert_rank(x, 4)
+    if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
+      raise ValueError(f"ResNetDiscriminator built for {self.resolution}x{self.resolution} "
+                       f"inputs got {x.shape}.")
+    k = num_stages(self.resolution)
+    x = x.astype(self.dtype)
+    for i in range(max(k - 1, 1)):  # down to 8x8 (to 4x4 for R = 8)
+      x = _DBlock(self.width, downsample=True, first=i == 0, dtype=self.dtype)(x)
+    for _ in range(2):
+      x = _DBlock(self.width, downsample=False, first=False, dtype=self.dtype)(x)
+    features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
+    self.sow("intermediates", "features", features)
+    return nn.Dense(1, kernel_init=_init)(features).reshape(x.shape[0])

@@ -1,0 +1,52 @@
+"""The throughput benchmark runs end to end on tiny shapes and reports what it promises."""
+
+import json
+
+import pytest
+
+from benchmarks import step_throughput as st
+
+
+@pytest.fixture(scope="module")
+def results():
+  return [st.measure(m, 4, "float32", resolution=8, warmup=1, iters=1, repeats=2)
+          for m in st.MODELS]
+
+
+def test_measure_reports_speed_flops_and_no_mfu_without_a_known_peak(results):
+  for r in results:
+    assert r.img_per_sec > 0 and r.ms_per_step > 0 and r.compile_s > 0
+    assert r.img_per_sec == pytest.approx(4 / (r.ms_per_step / 1e3))
+    assert r.tflop_per_step is not None and r.tflop_per_step > 0
+    assert r.mfu is None  # CPU: no peak in the table and none given
+  # The ResNet step does more work than the DCGAN step at the same shape.
+  assert results[1].tflop_per_step > results[0].tflop_per_step
+
+
+def test_xla_flops_of_the_dcgan_step_are_of_the_order_of_the_hand_count():
+  # At 8x8 the DCGAN is G: dense 100 -> 4x4x64, transposed conv (4x4, stride 2) to 8x8x3;
+  # D: conv (4x4, stride 2) 8x8x3 -> 4x4x64, conv 4x4x64 -> 1. A stride-2 transposed conv
+  # touches 2x2 of its 4x4 taps per output. Forward FLOPs = 2 x MACs per example; a backward
+  # pass costs about twice its forward.
+  r = st.measure("dcgan", 4, "float32", resolution=8, warmup=0, iters=1, repeats=1)
+  b = 4
+  g_fwd = 2 * b * (100 * 16 * 64 + 8 * 8 * 3 * 4 * 64)
+  d_fwd = 2 * b * (4 * 4 * 64 * 4 * 4 * 3 + 4 * 4 * 64)
+  # D step: G forward, D forward + backward on real and fake. G step: G and D forward and
+  # backward on the fakes.
+  hand = g_fwd + 2 * 3 * d_fwd + 3 * (g_fwd + d_fwd)
+  assert 0.5 * hand < r.tflop_per_step * 1e12 < 2 * hand
+
+
+def test_peak_table_and_override():
+  assert st.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+  assert st.peak_tflops("cpu", "float32") is None
+  assert st.peak_tflops("cpu", "float32", 1.5) == 1.5
+
+
+def test_results_are_written_as_json_and_markdown(results, tmp_path):
+  paths = st.write(results, str(tmp_path))
+  data = json.load(open(paths["json"]))
+  assert [r["model"] for r in data["results"]] == list(st.MODELS)
+  table = open(paths["md"]).read()
+  assert table.count("\n") == 2 + len(results) and "dcgan 8x8" in table
