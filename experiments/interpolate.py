@@ -132,7 +132,9 @@ def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, 
   z = interpolate_latents(z0, z1, num_steps, method)  # [rows, steps, D]
   # One column (step) at a time with the same key, so that G's dropout/noise layers (if any)
   # stay fixed along each path; eval mode, EMA weights when the run keeps them.
-  gen = jax.vmap(lambda g, zc: generate(gan, sampling_player(g), zc, key=g_key),
+  # A conditional run keeps one class per row: row i shows class i mod num_classes.
+  y = trainer.sample_labels_for(gan, num_rows)
+  gen = jax.vmap(lambda g, zc: generate(gan, sampling_player(g), zc, y, key=g_key),
                  in_axes=(None, 1), out_axes=1)
   x = np.asarray(jax.jit(gen)(state.g, z), np.float32)  # [rows, steps, *data_shape]
 

@@ -2,7 +2,9 @@ r"""Writes N samples of a trained generator to a .npy file.
 
   python experiments/sample.py --workdir=runs/digits --num=1000 --out=samples.npy --seed=0
 
-Images come out as float32 NHWC in [-1, 1]; 2D mixtures as float32 [N, 2] points.
+Images come out as float32 NHWC in [-1, 1]; 2D mixtures as float32 [N, 2] points. For a
+conditional run (model.conditioning), `--label=K` samples class K only; by default sample i
+is of class i mod num_classes.
 """
 
 import os
@@ -21,6 +23,8 @@ _NUM = flags.DEFINE_integer("num", 1000, "Number of samples.", lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Output .npy path.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent draws.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+_LABEL = flags.DEFINE_integer("label", None, "Class of every sample (conditional runs only); "
+                              "default: the classes in turn.", lower_bound=0)
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -31,7 +35,13 @@ def main(argv):
     raise app.UsageError(f"--out must be a .npy path, got {_OUT.value!r}")
   trainer.quiet_library_logs()
   _, gan, state = trainer.restore_run(_WORKDIR.value, _STEP.value)
-  x = trainer.sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value)
+  try:
+    x = trainer.sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value,
+                       labels=_LABEL.value)
+  except ValueError as e:
+    if _LABEL.value is None:
+      raise
+    raise app.UsageError(f"--label: {e}") from e
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   np.save(_OUT.value, x)
   logging.info("Wrote %d samples of shape %s from step %d to %s", len(x), x.shape[1:],

@@ -4,7 +4,11 @@ The config layout (see `experiments/configs/`):
 
   seed          int
   data          name (a `gax.data.DATASETS` entry), batch_size, and that source's options
-  model         name (a `gax.models.MODELS` entry) and that model's options
+                (`labels=True`: batches carry class labels, see `gax.data`)
+  model         name (a `gax.models.MODELS` entry) and that model's options, among them
+                the class conditioning `num_classes` and `conditioning` ("none" | "concat"
+                | "auxiliary"; see `gax.models.conditioning`) and `aux_weight`, AC-GAN's
+                class-loss weight (read here for `GAN.aux_weight`, not by the networks)
   latent        dim, distribution (a `gax.noise.LATENTS` entry)
   loss          a `gax.losses.LOSSES` name
   d_penalty     weight of each `gax.penalties.PENALTIES` entry in D's loss (0 = off)
@@ -24,6 +28,7 @@ import jax
 
 from gax import data as data_lib
 from gax import losses, models, monitor, noise, penalties, tricks
+from gax.models.conditioning import check_conditioning
 from gax.optimizers import build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
@@ -61,27 +66,68 @@ def validate_config(config: Any) -> None:
   data_lib.DATASETS.get(config.data.name)
   tricks.validate(_as_dict(config.tricks))
   monitor.Monitor.from_config(config.monitor, loss=config.loss)
+  _check_conditioning_config(config)
+
+
+def _conditioning(config: Any) -> Tuple[int, str]:
+  model = _as_dict(config.model)
+  return model.get("num_classes", 0), model.get("conditioning", "none")
+
+
+def _check_conditioning_config(config: Any) -> None:
+  """A conditional model needs a consistent `model.num_classes` and `data.labels=True`."""
+  num_classes, conditioning = _conditioning(config)
+  check_conditioning(num_classes, conditioning)
+  if conditioning != "none" and _as_dict(config.data).get("labels", False) is not True:
+    raise ValueError(f"config.model.conditioning={conditioning!r} trains on class labels: set "
+                     "config.data.labels=True.")
+
+
+def check_data_labels(config: Any, source: Any) -> None:
+  """Checks that a conditional model's `model.num_classes` is the data source's number of
+  classes (with a clear error naming both keys)."""
+  _check_conditioning_config(config)
+  num_classes, conditioning = _conditioning(config)
+  if conditioning == "none":
+    return
+  have = getattr(source, "num_classes", 0)
+  if have != num_classes:
+    raise ValueError(
+        f"config.model.num_classes={num_classes} but the data source "
+        f"{config.data.name!r} (config.data) has {have} classes; set config.model.num_classes="
+        f"{have}.")
 
 
 def build_data(config: Any, batch_size: Optional[int] = None):
-  """The data source named by `config.data`, batched `[n_critic, batch_size, ...]`."""
+  """The data source named by `config.data`, batched `[n_critic, batch_size, ...]`; checks
+  that a conditional model's classes are the source's (`check_data_labels`)."""
   cfg = _as_dict(config.data)
   name = cfg.pop("name")
   bs = cfg.pop("batch_size")
-  return data_lib.DATASETS.build(name, batch_size=batch_size or bs, n_critic=config.n_critic,
-                                 seed=config.seed, **cfg)
+  source = data_lib.DATASETS.build(name, batch_size=batch_size or bs, n_critic=config.n_critic,
+                                   seed=config.seed, **cfg)
+  check_data_labels(config, source)
+  return source
 
 
 def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str] = None) -> GAN:
   """The `GAN` described by `config` for examples of shape `data_shape`."""
   model_cfg = _as_dict(config.model)
+  aux_weight = model_cfg.pop("aux_weight", 1.0)
+  num_classes, conditioning = _conditioning(config)
+  if conditioning != "auxiliary" and "aux_weight" in _as_dict(config.model):
+    raise ValueError(f"config.model.aux_weight is AC-GAN's class-loss weight, but "
+                     f"config.model.conditioning is {conditioning!r}, not 'auxiliary'.")
+  if not isinstance(aux_weight, (int, float)) or not aux_weight >= 0:
+    raise ValueError(f"config.model.aux_weight must be a number >= 0, got {aux_weight!r}.")
   generator, discriminator = models.MODELS.build(
       model_cfg.pop("name"), data_shape=tuple(data_shape), axis_name=axis_name, **model_cfg)
   opt = _as_dict(config.optimizer)
   if set(opt) != {"g", "d"}:
     raise KeyError(f"config.optimizer must have exactly the keys 'g' and 'd', got {sorted(opt)}.")
   parts = tricks.apply_tricks(
-      tricks.Parts(loss=losses.get_loss(config.loss, axis_name), axis_name=axis_name),
+      tricks.Parts(loss=losses.get_loss(config.loss, axis_name), axis_name=axis_name,
+                   conditional=conditioning != "none"),
       _as_dict(config.tricks))
   return GAN(
       generator=generator,
@@ -96,6 +142,9 @@ def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str]
       d_penalties=tuple((name, float(w), penalties.get_penalty(name))
                         for name, w in sorted(_as_dict(config.d_penalty).items()) if w > 0),
       hooks=tuple(parts.hooks),
+      num_classes=int(num_classes),
+      conditioning=conditioning,
+      aux_weight=float(aux_weight),
   )
 
 

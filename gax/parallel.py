@@ -42,14 +42,22 @@ def unreplicate(tree: Any) -> Any:
   return jax.tree_util.tree_map(lambda x: x[0], tree)
 
 
-def shard_batch(batch: np.ndarray, n_devices: int) -> np.ndarray:
+def shard_batch(batch: Any, n_devices: int) -> Any:
   """`[n_critic, B, ...]` -> `[n_devices, n_critic, B / n_devices, ...]`, device i taking
-  examples `[i * B/n, (i+1) * B/n)` of every critic batch."""
-  n_critic, b = batch.shape[:2]
-  if b % n_devices:
-    raise ValueError(f"Batch size {b} is not divisible by the {n_devices} devices.")
-  x = batch.reshape(n_critic, n_devices, b // n_devices, *batch.shape[2:])
-  return np.swapaxes(x, 0, 1) if isinstance(x, np.ndarray) else x.swapaxes(0, 1)
+  examples `[i * B/n, (i+1) * B/n)` of every critic batch.
+
+  A batch with labels, `{"x": [n_critic, B, ...], "y": [n_critic, B]}` (`gax.data`), is split
+  the same way leaf by leaf, so every example keeps its label.
+  """
+
+  def split(x):
+    n_critic, b = x.shape[:2]
+    if b % n_devices:
+      raise ValueError(f"Batch size {b} is not divisible by the {n_devices} devices.")
+    x = x.reshape(n_critic, n_devices, b // n_devices, *x.shape[2:])
+    return np.swapaxes(x, 0, 1) if isinstance(x, np.ndarray) else x.swapaxes(0, 1)
+
+  return jax.tree_util.tree_map(split, batch)
 
 
 def pmap_train_step(gan: GAN) -> Callable[[Any, Any], Tuple[Any, Metrics]]:

@@ -20,13 +20,33 @@ hook's state in `state.tricks`; no step code names a trick (see `gax.tricks`).
 Discriminator updates see real and fake examples in separate batches (ganhacks 4), so
 batch norm never mixes the two. The generator step runs D in train mode but discards D's
 batch-statistics update: D's state changes only in D's own step.
+
+Conditional GANs (`GAN.conditioning`, ganhacks 16: use labels if you have them): the batch is
+`{"x": [n_critic, B, ...], "y": int [n_critic, B]}` (`gax.data` with `labels=True`), and both
+steps draw the fakes' labels uniformly over the `num_classes` classes for the global batch
+(`gax.noise.draw_global`, as the latents), G generating `G(z, y_fake)`.
+
+* "concat" (cGAN, Mirza & Osindero 2014): D scores `D(x_real, y_real)` and `D(G(z, y_fake),
+  y_fake)`; the losses are the unconditional ones.
+* "auxiliary" (AC-GAN, Odena et al. 2017, sec. 3): D is unconditional but also returns class
+  logits. With the class loss L_C = CE(C(x_real), y_real) + CE(C(G(z, y_fake)), y_fake), D
+  minimises its adversarial loss + `aux_weight` * L_C and G minimises its adversarial loss
+  (after any `g_loss` hook, e.g. feature matching) + `aux_weight` * CE(C(G(z, y_fake)),
+  y_fake): the paper's "D maximises L_S + L_C, G maximises L_C - L_S" with the GAN loss of
+  the config as L_S. Metrics `d_class_loss`, `d_class_accuracy_real`, `d_class_accuracy_fake`
+  and `g_class_loss` report it.
+
+Penalties (`GAN.d_penalties`) differentiate D's adversarial logit only (never AC-GAN's class
+head). For "concat" they run D with the real labels (R1, DRAGAN's perturbed reals and
+WGAN-GP's real-fake interpolates, which lie on the real side of each pair), except the
+penalties on fakes alone named in `FAKE_SIDE_PENALTIES` (R2), which get the fakes' labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,7 +54,8 @@ import jax.numpy as jnp
 import optax
 
 from gax import noise
-from gax.losses import GANLoss
+from gax.losses import GANLoss, auxiliary_classifier_loss
+from gax.models.conditioning import CONDITIONING
 from gax.penalties import Penalty
 from gax.state import GANState, PlayerState, init_player
 from gax.transforms import EmaParamsState
@@ -51,10 +72,14 @@ class StepContext:
     step: int32 scalar, the number of completed train steps (`GANState.step`).
     axis_name: the mapped axis under `pmap`, else `None`; hooks that draw per-example
       randomness or keep cross-batch state use it to act on the global batch.
+    real_labels, fake_labels: for a conditional GAN, this device's int32 `[B]` classes of the
+      step's real batch and of its fakes (as drawn, before any hook); `None` otherwise.
   """
 
   step: Array
   axis_name: Optional[str]
+  real_labels: Optional[Array] = None
+  fake_labels: Optional[Array] = None
 
 
 class Hook:
@@ -96,15 +121,26 @@ class Hook:
     del key, ctx
     return real, fake, st
 
+  def d_inputs_with_labels(
+      self, st: Any, real: Array, fake: Array, real_labels: Optional[Array],
+      fake_labels: Optional[Array], key: Array,
+      ctx: StepContext) -> Tuple[Array, Array, Optional[Array], Optional[Array], Any]:
+    """`d_inputs` with the batches' labels (`None` for an unconditional GAN); this is what
+    the D step calls. The default runs `d_inputs` and keeps the labels: a hook that replaces
+    or reorders examples (experience replay) must override it to move the labels along."""
+    real, fake, st = self.d_inputs(st, real, fake, key, ctx)
+    return real, fake, real_labels, fake_labels, st
+
   def g_inputs(self, st: Any, real: Array, fake: Array, key: Array,
                ctx: StepContext) -> Tuple[Array, Array]:
     """D's inputs in the G step (differentiable in `fake`)."""
     del st, key, ctx
     return real, fake
 
-  def g_loss(self, st: Any, loss: Array, features: Callable[[Array], Array], real: Array,
+  def g_loss(self, st: Any, loss: Array, features: Callable[..., Array], real: Array,
              fake: Array, ctx: StepContext) -> Tuple[Array, Metrics]:
-    """G's loss and extra metrics; `features(x)` is D's last hidden activation `[B, F]`."""
+    """G's loss and extra metrics; `features(x, labels=None)` is D's last hidden activation
+    `[B, F]` (a "concat" D needs the labels: `ctx.real_labels` / `ctx.fake_labels`)."""
     del st, features, real, fake, ctx
     return loss, {}
 
@@ -121,8 +157,11 @@ class GAN:
   Nothing here changes during training; everything that does lives in `GANState`.
 
   Attributes:
-    generator: Flax module `(z [B, latent_dim], train) -> x [B, *data_shape]`.
-    discriminator: Flax module `(x [B, *data_shape], train) -> logits [B]`.
+    generator: Flax module `(z [B, latent_dim], train, labels=None) -> x [B, *data_shape]`
+      (`labels` only given to a conditional G).
+    discriminator: Flax module `(x [B, *data_shape], train, labels=None) -> logits [B]`
+      (`labels` only given with "concat"); with "auxiliary" it returns `(logits [B],
+      class_logits [B, num_classes])`.
     loss: the adversarial loss pair.
     g_tx, d_tx: the players' optax transformations.
     latent_dim: size of z.
@@ -134,6 +173,10 @@ class GAN:
       real, fake, key)`, e.g. WGAN-GP or R1 from `gax.penalties`; `d_apply` runs D in train
       mode with the parameters being differentiated.
     hooks: `Hook`s with unique names, called in order at the step's fixed points.
+    num_classes: number of classes of the labels; 0 for an unconditional GAN.
+    conditioning: "none" | "concat" (cGAN) | "auxiliary" (AC-GAN); see the module docstring.
+      Must match the networks' own `num_classes` / `conditioning` where they have them.
+    aux_weight: AC-GAN's weight of the class loss in both players' losses.
   """
 
   generator: nn.Module
@@ -147,6 +190,9 @@ class GAN:
   axis_name: Optional[str] = None
   d_penalties: Tuple[Tuple[str, float, Penalty], ...] = ()
   hooks: Tuple[Hook, ...] = ()
+  num_classes: int = 0
+  conditioning: str = "none"
+  aux_weight: float = 1.0
 
   def __post_init__(self):
     if self.n_critic < 1:
@@ -156,11 +202,34 @@ class GAN:
     names = [h.name for h in self.hooks]
     if len(set(names)) != len(names):
       raise ValueError(f"Hook names must be unique, got {names}.")
+    if self.conditioning not in CONDITIONING:
+      raise ValueError(f"Unknown conditioning {self.conditioning!r}; allowed: {CONDITIONING}.")
+    if (self.conditioning == "none") != (self.num_classes == 0) or self.num_classes < 0:
+      raise ValueError(f"conditioning={self.conditioning!r} with num_classes={self.num_classes}: "
+                       "an unconditional GAN has num_classes 0, a conditional one >= 1.")
+    if not self.aux_weight >= 0:
+      raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight!r}.")
+    for role, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+      theirs = (getattr(module, "conditioning", self.conditioning),
+                getattr(module, "num_classes", self.num_classes))
+      if theirs != (self.conditioning, self.num_classes):
+        raise ValueError(
+            f"The {role} was built with conditioning={theirs[0]!r}, num_classes={theirs[1]} "
+            f"but the GAN has conditioning={self.conditioning!r}, num_classes="
+            f"{self.num_classes}.")
+
+  @property
+  def conditional(self) -> bool:
+    """Whether G (and, for "concat", D) take class labels."""
+    return self.conditioning != "none"
 
 
 # fold_in offsets of the step's random streams: the latent batch uses the step key itself and
 # penalty i uses fold_in(key, i + 1), as before hooks existed, so those draws are unchanged.
-_G_RNG, _LOSS_RNG, _HOOK_RNG = 1_000, 2_000, 3_000
+_G_RNG, _LOSS_RNG, _HOOK_RNG, _LABEL_RNG = 1_000, 2_000, 3_000, 4_000
+
+# Penalties evaluated on fakes alone, which a "concat" D scores with the fakes' labels.
+FAKE_SIDE_PENALTIES = frozenset({"r2"})
 
 
 def _device_key(gan: GAN, key: Array) -> Array:
@@ -171,15 +240,16 @@ def _device_key(gan: GAN, key: Array) -> Array:
 
 
 def apply_model(module: nn.Module, params: Any, model_state: Any, x: Array, train: bool,
-                key: Optional[Array] = None) -> Tuple[Array, Any]:
+                key: Optional[Array] = None, labels: Optional[Array] = None) -> Tuple[Any, Any]:
   """Runs a Flax module; returns `(output, new_model_state)`.
 
   In train mode every non-`params` collection is mutable and its update returned; in eval
   mode `model_state` is returned unchanged. `key`, when given, feeds the module's `dropout`
-  and `noise` RNG streams (generator dropout and noise layers).
+  and `noise` RNG streams (generator dropout and noise layers). `labels`, when given, are
+  passed as the module's `labels` argument (conditional networks).
   """
   variables = {"params": params, **model_state}
-  kwargs = {}
+  kwargs = {} if labels is None else {"labels": labels}
   if key is not None:
     kwargs["rngs"] = {"dropout": jax.random.fold_in(key, 0), "noise": jax.random.fold_in(key, 1)}
   if train and model_state:
@@ -201,6 +271,53 @@ def sample_latent(gan: GAN, key: Array, batch_size: int) -> Array:
   return noise.draw_global(gan.latent, key, (batch_size, gan.latent_dim), gan.axis_name)
 
 
+def sample_labels(gan: GAN, key: Array, batch_size: int) -> Array:
+  """This device's int32 `[batch_size]` slice of global fake labels, uniform over the
+  `gan.num_classes` classes (`gax.noise.draw_global`)."""
+  if not gan.conditional:
+    raise ValueError("sample_labels needs a conditional GAN (num_classes > 0).")
+  draw = lambda k, shape: jax.random.randint(k, shape, 0, gan.num_classes, jnp.int32)
+  return noise.draw_global(draw, key, (batch_size,), gan.axis_name)
+
+
+def _check_labels(gan: GAN, labels: Optional[Array], batch: int, where: str) -> None:
+  """Labels are given to a conditional GAN (int `[batch]`) and to no other."""
+  if not gan.conditional:
+    if labels is not None:
+      raise ValueError(f"{where}: labels were given but the GAN is unconditional "
+                       "(conditioning='none').")
+    return
+  if labels is None:
+    need = ("labels, int [B] classes, one per latent" if where == "generate" else
+            "the real batch's labels: train on a source with data.labels=True, whose batches "
+            "are {'x': examples, 'y': labels}")
+    raise ValueError(f"{where}: the GAN is conditional (conditioning={gan.conditioning!r}) and "
+                     f"needs {need}.")
+  if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer) or labels.shape != (batch,):
+    raise ValueError(f"{where}: labels must be integer classes of shape ({batch},), got "
+                     f"{jnp.asarray(labels).dtype} {labels.shape}.")
+
+
+def _d_labels(gan: GAN, labels: Optional[Array]) -> Optional[Array]:
+  """The labels D itself takes: the given ones for "concat", none otherwise."""
+  return labels if gan.conditioning == "concat" else None
+
+
+def _d_out(gan: GAN, out: Any) -> Tuple[Array, Optional[Array]]:
+  """D's output as `(logits [B], class_logits [B, K] or None)`."""
+  if gan.conditioning != "auxiliary":
+    return out, None
+  if not (isinstance(out, (tuple, list)) and len(out) == 2):
+    raise ValueError(f"With conditioning='auxiliary' the discriminator must return (logits, "
+                     f"class_logits); {type(gan.discriminator).__name__} returned "
+                     f"{type(out).__name__}.")
+  return out[0], out[1]
+
+
+def _accuracy(class_logits: Array, labels: Array) -> Array:
+  return jnp.mean((jnp.argmax(class_logits, axis=-1) == labels).astype(jnp.float32))
+
+
 def _pmean(gan: GAN, tree: Any) -> Any:
   return tree if gan.axis_name is None else jax.lax.pmean(tree, gan.axis_name)
 
@@ -219,14 +336,16 @@ def _check_fake_matches_real(fake: Array, real: Array) -> None:
         "model was built for different data (check data.image_size / channels).")
 
 
-def generate(gan: GAN, g: PlayerState, z: Array, train: bool = False,
-             key: Optional[Array] = None) -> Array:
-  """G(z) with the generator's params; eval mode (running batch statistics) by default.
+def generate(gan: GAN, g: PlayerState, z: Array, labels: Optional[Array] = None, *,
+             train: bool = False, key: Optional[Array] = None) -> Array:
+  """G(z) (or G(z, labels) for a conditional GAN, which needs int `[B]` labels) with the
+  generator's params; eval mode (running batch statistics) by default.
 
   `key` feeds G's dropout/noise layers; a generator with dropout needs one even in eval mode
   (ganhacks 17: dropout at sample time).
   """
-  return apply_model(gan.generator, g.params, g.model_state, z, train, key)[0]
+  _check_labels(gan, labels, z.shape[0], "generate")
+  return apply_model(gan.generator, g.params, g.model_state, z, train, key, labels)[0]
 
 
 def sampling_params(g: PlayerState) -> Any:
@@ -256,10 +375,15 @@ def _transform_d_params(gan: GAN, tricks: Dict[str, Any], params: Any, update: b
   return params, tricks
 
 
-def d_features(gan: GAN, params: Any, model_state: Any, x: Array) -> Array:
-  """D's last hidden activation `[B, F]` (sown as `intermediates/features`), in train mode."""
+def d_features(gan: GAN, params: Any, model_state: Any, x: Array,
+               labels: Optional[Array] = None) -> Array:
+  """D's last hidden activation `[B, F]` (sown as `intermediates/features`), in train mode;
+  a "concat" D needs the examples' `labels` (other Ds ignore them)."""
+  kwargs = {}
+  if _d_labels(gan, labels) is not None:
+    kwargs["labels"] = labels
   _, out = gan.discriminator.apply({"params": params, **model_state}, x, train=True,
-                                   mutable=[*model_state, "intermediates"])
+                                   mutable=[*model_state, "intermediates"], **kwargs)
   try:
     return out["intermediates"]["features"][0]
   except KeyError:
@@ -267,41 +391,64 @@ def d_features(gan: GAN, params: Any, model_state: Any, x: Array) -> Array:
                      "'intermediates/features', which feature matching needs.") from None
 
 
-def d_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState, Metrics]:
-  """One discriminator update on a real batch `[B, *data_shape]` and B fresh fakes."""
-  ctx = StepContext(step=state.step, axis_name=gan.axis_name)
+def d_step(gan: GAN, state: GANState, real: Array, key: Array,
+           real_labels: Optional[Array] = None) -> Tuple[GANState, Metrics]:
+  """One discriminator update on a real batch `[B, *data_shape]` and B fresh fakes.
+
+  A conditional GAN needs `real_labels`, int `[B]`; the fakes' labels are drawn here.
+  """
   real = to_model_input(real)
+  _check_labels(gan, real_labels, real.shape[0], "d_step")
   z = sample_latent(gan, key, real.shape[0])
+  fake_labels = None
+  if gan.conditional:
+    fake_labels = sample_labels(gan, jax.random.fold_in(key, _LABEL_RNG), real.shape[0])
+  ctx = StepContext(step=state.step, axis_name=gan.axis_name, real_labels=real_labels,
+                    fake_labels=fake_labels)
   penalty_keys = [jax.random.fold_in(key, i + 1) for i in range(len(gan.d_penalties))]
   tricks = dict(state.tricks)
   g_params = state.g.params
   for h in gan.hooks:
     g_params = h.generator_for_d(tricks.get(h.name), g_params, ctx)
-  fake = generate(gan, state.g.replace(params=g_params), z, train=True,
+  fake = generate(gan, state.g.replace(params=g_params), z, fake_labels, train=True,
                   key=_device_key(gan, jax.random.fold_in(key, _G_RNG)))
   fake = jax.lax.stop_gradient(fake)
   _check_fake_matches_real(fake, real)
   for i, h in enumerate(gan.hooks):
-    real, fake, st = h.d_inputs(tricks.get(h.name), real, fake,
-                                jax.random.fold_in(key, _HOOK_RNG + i), ctx)
+    real, fake, real_labels, fake_labels, st = h.d_inputs_with_labels(
+        tricks.get(h.name), real, fake, real_labels, fake_labels,
+        jax.random.fold_in(key, _HOOK_RNG + i), ctx)
     _set(tricks, h.name, st)
   loss_args = (jax.random.fold_in(key, _LOSS_RNG),) if gan.loss.d_needs_key else ()
+  d_real_labels, d_fake_labels = _d_labels(gan, real_labels), _d_labels(gan, fake_labels)
 
   def loss_fn(params):
     params, new_tricks = _transform_d_params(gan, tricks, params, update=True)
-    real_logits, ms = apply_model(gan.discriminator, params, state.d.model_state, real, True)
-    fake_logits, ms = apply_model(gan.discriminator, params, ms, fake, True)
+    real_out, ms = apply_model(gan.discriminator, params, state.d.model_state, real, True,
+                               labels=d_real_labels)
+    fake_out, ms = apply_model(gan.discriminator, params, ms, fake, True, labels=d_fake_labels)
+    (real_logits, real_classes), (fake_logits, fake_classes) = (
+        _d_out(gan, real_out), _d_out(gan, fake_out))
     loss = gan.loss.d(real_logits, fake_logits, *loss_args)
+    extra = {}
+    if gan.conditioning == "auxiliary":
+      class_loss = (auxiliary_classifier_loss(real_classes, real_labels)
+                    + auxiliary_classifier_loss(fake_classes, fake_labels))
+      loss = loss + gan.aux_weight * class_loss
+      extra = {"d_class_loss": class_loss,
+               "d_class_accuracy_real": _accuracy(real_classes, real_labels),
+               "d_class_accuracy_fake": _accuracy(fake_classes, fake_labels)}
     # Penalties see D with the pre-step statistics and leave them unchanged.
-    d_apply = lambda x: apply_model(gan.discriminator, params, state.d.model_state, x, True)[0]
-    penalties = {}
+    d_apply = lambda labels: lambda x: _d_out(gan, apply_model(
+        gan.discriminator, params, state.d.model_state, x, True, labels=labels)[0])[0]
     for (name, weight, fn), k in zip(gan.d_penalties, penalty_keys):
-      value = fn(d_apply, real, fake, k)
-      penalties[f"d_penalty_{name}"] = value
+      labels = d_fake_labels if name in FAKE_SIDE_PENALTIES else d_real_labels
+      value = fn(d_apply(labels), real, fake, k)
+      extra[f"d_penalty_{name}"] = value
       loss = loss + weight * value
-    return loss, (ms, real_logits, fake_logits, penalties, new_tricks)
+    return loss, (ms, real_logits, fake_logits, extra, new_tricks)
 
-  (loss, (ms, real_logits, fake_logits, penalties, tricks)), grads = jax.value_and_grad(
+  (loss, (ms, real_logits, fake_logits, extra, tricks)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.d.params)
   grads = _pmean(gan, grads)
   metrics = _pmean(gan, {
@@ -309,21 +456,28 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState
       "d_real_logit": jnp.mean(real_logits),
       "d_fake_logit": jnp.mean(fake_logits),
       "d_grad_norm": optax.tree.norm(grads),
-      **penalties,
+      **extra,
   })
   new_d = _update(gan, gan.d_tx, state.d, grads, ms)
   return state.replace(d=new_d, tricks=tricks), metrics
 
 
-def g_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState, Metrics]:
+def g_step(gan: GAN, state: GANState, real: Array, key: Array,
+           real_labels: Optional[Array] = None) -> Tuple[GANState, Metrics]:
   """One generator update with a batch of B fakes (B = `real.shape[0]`).
 
   `real` sets the batch size and feeds losses with `g_needs_real` and hooks (feature
-  matching).
+  matching). A conditional GAN needs `real_labels`, int `[B]`; the fakes' labels are drawn
+  here.
   """
-  ctx = StepContext(step=state.step, axis_name=gan.axis_name)
   real = to_model_input(real)
+  _check_labels(gan, real_labels, real.shape[0], "g_step")
   z = sample_latent(gan, key, real.shape[0])
+  fake_labels = None
+  if gan.conditional:
+    fake_labels = sample_labels(gan, jax.random.fold_in(key, _LABEL_RNG), real.shape[0])
+  ctx = StepContext(step=state.step, axis_name=gan.axis_name, real_labels=real_labels,
+                    fake_labels=fake_labels)
   d = state.d
   tricks = state.tricks
   d_params = d.params
@@ -331,22 +485,29 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState
     d_params = h.discriminator_for_g(tricks.get(h.name), d_params, ctx)
   d_params, _ = _transform_d_params(gan, tricks, d_params, update=False)
   g_key = _device_key(gan, jax.random.fold_in(key, _G_RNG))
-  d_of = lambda x: apply_model(gan.discriminator, d_params, d.model_state, x, True)[0]
+  d_of = lambda x, labels: _d_out(gan, apply_model(
+      gan.discriminator, d_params, d.model_state, x, True, labels=_d_labels(gan, labels))[0])
 
   def loss_fn(params):
-    fake, g_ms = apply_model(gan.generator, params, state.g.model_state, z, True, g_key)
+    fake, g_ms = apply_model(gan.generator, params, state.g.model_state, z, True, g_key,
+                             labels=fake_labels)
     _check_fake_matches_real(fake, real)
     real_in = real
     for i, h in enumerate(gan.hooks):
       real_in, fake = h.g_inputs(tricks.get(h.name), real_in, fake,
                                  jax.random.fold_in(key, _HOOK_RNG + i), ctx)
-    real_logits = d_of(real_in) if gan.loss.g_needs_real else None
-    loss = gan.loss.g(d_of(fake), real_logits)
-    features = lambda x: d_features(gan, d_params, d.model_state, x)
+    real_logits = d_of(real_in, real_labels)[0] if gan.loss.g_needs_real else None
+    fake_logits, fake_classes = d_of(fake, fake_labels)
+    loss = gan.loss.g(fake_logits, real_logits)
+    features = lambda x, labels=None: d_features(gan, d_params, d.model_state, x, labels)
     metrics = {}
     for h in gan.hooks:
       loss, m = h.g_loss(tricks.get(h.name), loss, features, real_in, fake, ctx)
       metrics.update(m)
+    if gan.conditioning == "auxiliary":
+      class_loss = auxiliary_classifier_loss(fake_classes, fake_labels)
+      loss = loss + gan.aux_weight * class_loss
+      metrics["g_class_loss"] = class_loss
     return loss, (g_ms, metrics)
 
   (loss, (g_ms, hook_metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g.params)
@@ -355,31 +516,54 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array) -> Tuple[GANState
   return state.replace(g=_update(gan, gan.g_tx, state.g, grads, g_ms)), metrics
 
 
-def train_step(gan: GAN, state: GANState, batch: Array) -> Tuple[GANState, Metrics]:
+def split_batch(batch: Any) -> Tuple[Array, Optional[Array]]:
+  """`(examples, labels or None)` of a batch: an array, or `{"x": ..., "y": ...}`."""
+  if isinstance(batch, Mapping):
+    if set(batch) != {"x", "y"}:
+      raise ValueError(f"A batch with labels must be a dict with the keys 'x' and 'y'; got "
+                       f"{sorted(batch)}.")
+    return batch["x"], batch["y"]
+  return batch, None
+
+
+def train_step(gan: GAN, state: GANState, batch: Any) -> Tuple[GANState, Metrics]:
   """`n_critic` D updates then one G update, fused into one program.
 
   Args:
     gan: the static GAN description.
     state: the current state.
-    batch: real data `[n_critic, B, *data_shape]` (uint8 images or float vectors); D step
-      i uses `batch[i]`, the G step uses `batch[-1]` where its loss needs real data.
+    batch: real data `[n_critic, B, *data_shape]` (uint8 images or float vectors), or with
+      labels `{"x": that, "y": int [n_critic, B]}`, which a conditional GAN needs (an
+      unconditional one ignores the labels); D step i uses `batch[i]`, the G step uses
+      `batch[-1]` where its loss needs real data.
 
   Returns:
     `(new_state, metrics)`: scalar metrics, D's averaged over its `n_critic` updates.
   """
+  batch, labels = split_batch(batch)
   if batch.ndim < 2 or batch.shape[0] != gan.n_critic:
     raise ValueError(
         f"train_step expects a batch of shape [n_critic={gan.n_critic}, B, ...]; got {batch.shape}.")
+  if not gan.conditional:
+    labels = None
+  elif labels is None:
+    raise ValueError(
+        f"The GAN is conditional (conditioning={gan.conditioning!r}) but the batch has no "
+        "labels: set data.labels=True so that batches are {'x': examples, 'y': labels}.")
+  elif tuple(labels.shape) != tuple(batch.shape[:2]):
+    raise ValueError(f"Labels of shape {tuple(labels.shape)} do not match the batch "
+                     f"{tuple(batch.shape)}: expected [n_critic, B] = {tuple(batch.shape[:2])}.")
   key, d_key, g_key = jax.random.split(state.key, 3)
   # The critic loop is unrolled at trace time rather than a lax.scan: n_critic is small (1 or
   # 5), and XLA:CPU runs convolutions inside a while loop about 6x slower (measured: 350 ms
   # vs 55 ms for the digits DCGAN step), so a loop would slow every CPU run and test.
   d_metrics = []
-  for real, k in zip(batch, jax.random.split(d_key, gan.n_critic)):
-    state, m = d_step(gan, state, real, k)
+  for i, (real, k) in enumerate(zip(batch, jax.random.split(d_key, gan.n_critic))):
+    state, m = d_step(gan, state, real, k, None if labels is None else labels[i])
     d_metrics.append(m)
   d_metrics = jax.tree_util.tree_map(lambda *x: jnp.mean(jnp.stack(x)), *d_metrics)
-  state, g_metrics = g_step(gan, state, batch[-1], g_key)
+  state, g_metrics = g_step(gan, state, batch[-1], g_key,
+                            None if labels is None else labels[-1])
   ctx = StepContext(step=state.step, axis_name=gan.axis_name)
   tricks = dict(state.tricks)
   for h in gan.hooks:
@@ -387,7 +571,7 @@ def train_step(gan: GAN, state: GANState, batch: Array) -> Tuple[GANState, Metri
   return state.replace(step=state.step + 1, key=key, tricks=tricks), {**d_metrics, **g_metrics}
 
 
-def jit_train_step(gan: GAN) -> Callable[[GANState, Array], Tuple[GANState, Metrics]]:
+def jit_train_step(gan: GAN) -> Callable[[GANState, Any], Tuple[GANState, Metrics]]:
   """`train_step` bound to `gan`, jitted, with the input state's buffers donated."""
   return jax.jit(functools.partial(train_step, gan), donate_argnums=0)
 
@@ -402,16 +586,28 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
     data_shape: the shape of one real example, e.g. `(16, 16, 1)` or `(2,)`.
   """
   g_key, d_key, key = jax.random.split(key, 3)
+  labels = jnp.zeros((2,), jnp.int32) if gan.conditional else None
+  g_kw = {} if labels is None else {"labels": labels}
+  d_kw = {} if _d_labels(gan, labels) is None else {"labels": labels}
   # Eval mode at init: no batch statistics are computed, so no mapped axis is needed.
-  g_vars = gan.generator.init(g_key, jnp.zeros((2, gan.latent_dim), jnp.float32), train=False)
+  g_vars = gan.generator.init(g_key, jnp.zeros((2, gan.latent_dim), jnp.float32), train=False,
+                              **g_kw)
   out = jax.eval_shape(
       lambda v: apply_model(gan.generator, v["params"], {k: x for k, x in v.items() if k != "params"},
-                            jnp.zeros((2, gan.latent_dim)), False, g_key)[0], g_vars)
+                            jnp.zeros((2, gan.latent_dim)), False, g_key, labels)[0], g_vars)
   if tuple(out.shape[1:]) != tuple(data_shape):
     raise ValueError(
         f"The generator makes examples of shape {tuple(out.shape[1:])} but the data has "
         f"{tuple(data_shape)}.")
-  d_vars = gan.discriminator.init(d_key, jnp.zeros((2, *data_shape), jnp.float32), train=False)
+  d_vars = gan.discriminator.init(d_key, jnp.zeros((2, *data_shape), jnp.float32), train=False,
+                                  **d_kw)
+  if gan.conditioning == "auxiliary":
+    d_out = jax.eval_shape(lambda v: gan.discriminator.apply(
+        v, jnp.zeros((2, *data_shape), jnp.float32), train=False), d_vars)
+    _, classes = _d_out(gan, d_out)
+    if tuple(classes.shape) != (2, gan.num_classes):
+      raise ValueError(f"The discriminator's class logits have shape {tuple(classes.shape)} "
+                       f"for a batch of 2; expected (2, num_classes={gan.num_classes}).")
   state = GANState(
       step=jnp.zeros((), jnp.int32),
       g=init_player(g_vars, gan.g_tx),

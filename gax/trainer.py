@@ -8,6 +8,7 @@ Work directory layout:
   eval.jsonl       evaluation results (mode coverage for the 2D mixtures)
   alarms.jsonl     failures `gax.monitor` detected in the logged metrics (see config.monitor)
   samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
+                   (and, for a conditional model, fixed labels: grid row i shows class i mod K)
 
 Re-running on the same work directory resumes from the newest checkpoint. Because the state
 holds the PRNG key and the data source is a function of the step, the resumed run computes
@@ -100,16 +101,57 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Tuple[ml_collection
   return config, gan, state
 
 
-def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int = 1000) -> np.ndarray:
+def sample_labels_for(gan: GAN, num: int, labels: Any = None) -> Optional[np.ndarray]:
+  """The int32 `[num]` labels to sample a conditional GAN with: `labels` as given (one class
+  for all, or one per sample), or by default the classes in turn, `i mod num_classes`.
+  `None` for an unconditional GAN, which refuses labels."""
+  if not gan.conditional:
+    if labels is not None:
+      raise ValueError("Labels were given but the run's model is unconditional "
+                       "(model.conditioning='none').")
+    return None
+  if labels is None:
+    return (np.arange(num) % gan.num_classes).astype(np.int32)
+  y = np.asarray(labels)
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"Labels must be integer classes, got {labels!r}.")
+  y = np.broadcast_to(y, (num,)) if y.ndim == 0 else y
+  if y.shape != (num,):
+    raise ValueError(f"Need one label or {num} labels, got shape {y.shape}.")
+  if y.min() < 0 or y.max() >= gan.num_classes:
+    raise ValueError(f"Labels must be classes in [0, {gan.num_classes}); got {y.min()}.."
+                     f"{y.max()}.")
+  return y.astype(np.int32)
+
+
+def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int = 1000,
+           labels: Any = None) -> np.ndarray:
   """`num` samples of G (eval mode, EMA weights when the run keeps them) as a float32 NumPy
-  array, generated in batches."""
-  gen = jax.jit(lambda g, z, k: generate(gan, sampling_player(g), z, key=k))
+  array, generated in batches.
+
+  For a conditional GAN, `labels` is one class for every sample or `[num]` classes; by
+  default sample i gets class `i mod num_classes` (see `sample_labels_for`).
+  """
+  y = sample_labels_for(gan, num, labels)
+  gen = jax.jit(lambda g, z, y, k: generate(gan, sampling_player(g), z, y, key=k))
   keys = jax.random.split(key, math.ceil(num / batch_size))
   out = []
-  for k in keys:
+  for i, k in enumerate(keys):
     z = gan.latent(k, (batch_size, gan.latent_dim))
-    out.append(np.asarray(gen(state.g, z, jax.random.fold_in(k, 1))))
+    yb = None
+    if y is not None:  # pad the last batch by wrapping round (its extra rows are dropped)
+      yb = np.resize(y[i * batch_size:(i + 1) * batch_size], batch_size)
+    out.append(np.asarray(gen(state.g, z, yb, jax.random.fold_in(k, 1))))
   return np.concatenate(out)[:num].astype(np.float32)
+
+
+def grid_labels(gan: GAN, num: int) -> Optional[np.ndarray]:
+  """Labels of the sample grid of `num` images of a conditional GAN: row i (of the square-ish
+  grid `gax.visualize.image_grid` draws) shows class `i mod num_classes`."""
+  if not gan.conditional:
+    return None
+  ncols = int(math.ceil(math.sqrt(num)))
+  return ((np.arange(num) // ncols) % gan.num_classes).astype(np.int32)
 
 
 def _format_eta(seconds: float) -> str:
@@ -193,9 +235,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     host_state = lambda s: s
 
   z_fixed = gan.latent(jax.random.PRNGKey(config.seed + 1), (int(tc.num_samples), gan.latent_dim))
-  # Sample grids use fixed latents (and a fixed key for G's dropout/noise layers, if any) so
-  # that grids of successive steps are comparable.
-  gen_fixed = jax.jit(lambda g: generate(eval_gan, sampling_player(g), z_fixed,
+  y_fixed = grid_labels(gan, int(tc.num_samples))
+  # Sample grids use fixed latents (and labels, and a fixed key for G's dropout/noise layers,
+  # if any) so that grids of successive steps are comparable.
+  gen_fixed = jax.jit(lambda g: generate(eval_gan, sampling_player(g), z_fixed, y_fixed,
                                          key=jax.random.PRNGKey(config.seed + 3)))
   every = lambda n, s: bool(n) and (s % int(n) == 0 or s == total)
 

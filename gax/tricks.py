@@ -121,10 +121,16 @@ class ExperienceReplay(Hook):
   probability `prob`, by a uniformly drawn buffer entry; then the fresh fakes are written.
   The buffer holds the *global* batch's fakes (gathered across `pmap` devices), so it is the
   same on every device and the mixing matches one device on the global batch.
+
+  For a conditional GAN (`store_labels=True`, set by `gax.builders` for conditional models)
+  the buffer also keeps each fake's class (`labels`, int32) and a replayed fake comes back
+  with the label it was generated for, so a cGAN's D scores it with that label and an
+  AC-GAN's classifier is trained towards it.
   """
 
   size: int = 1024
   prob: float = 0.5
+  store_labels: bool = False
   name: str = "experience_replay"
 
   def __post_init__(self):
@@ -134,13 +140,27 @@ class ExperienceReplay(Hook):
       raise ValueError(f"experience_replay.prob must be in [0, 1], got {self.prob!r}.")
 
   def init(self, key, state, data_shape):
-    return {"buffer": jnp.zeros((self.size, *data_shape), jnp.float32),
-            "position": jnp.zeros((), jnp.int32), "filled": jnp.zeros((), jnp.int32)}
+    st = {"buffer": jnp.zeros((self.size, *data_shape), jnp.float32),
+          "position": jnp.zeros((), jnp.int32), "filled": jnp.zeros((), jnp.int32)}
+    if self.store_labels:
+      st["labels"] = jnp.zeros((self.size,), jnp.int32)
+    return st
 
   def d_inputs(self, st, real, fake, key, ctx):
+    real, mixed, _, _, new = self.d_inputs_with_labels(st, real, fake, None, None, key, ctx)
+    return real, mixed, new
+
+  def d_inputs_with_labels(self, st, real, fake, real_labels, fake_labels, key, ctx):
+    if (fake_labels is not None) != self.store_labels:
+      raise ValueError(
+          "experience_replay: the GAN is conditional but the hook keeps no labels; build it "
+          "with ExperienceReplay(store_labels=True)." if fake_labels is not None else
+          "experience_replay was built with store_labels=True but the fakes have no labels "
+          "(the GAN is unconditional).")
     local = fake.shape[0]
-    everyone = fake if ctx.axis_name is None else jax.lax.all_gather(
-        fake, ctx.axis_name, tiled=True)
+    gather = lambda x: x if ctx.axis_name is None else jax.lax.all_gather(
+        x, ctx.axis_name, tiled=True)
+    everyone = gather(fake)
     n = everyone.shape[0]
     if n > self.size:
       raise ValueError(f"experience_replay.size={self.size} is smaller than the global batch "
@@ -148,16 +168,24 @@ class ExperienceReplay(Hook):
     k_use, k_idx = jax.random.split(key)
     use_old = jax.random.bernoulli(k_use, self.prob, (n,)) & (st["filled"] > 0)
     idx = jax.random.randint(k_idx, (n,), 0, jnp.maximum(st["filled"], 1))
-    old = st["buffer"][idx]
-    mixed = jnp.where(use_old.reshape((n,) + (1,) * (fake.ndim - 1)), old, everyone)
-    if ctx.axis_name is not None:
-      i = jax.lax.axis_index(ctx.axis_name)
-      mixed = jax.lax.dynamic_slice_in_dim(mixed, i * local, local)
+
+    def mix(old, new):  # this device's rows of the mixed global batch
+      mixed = jnp.where(use_old.reshape((n,) + (1,) * (new.ndim - 1)), old, new)
+      if ctx.axis_name is not None:
+        i = jax.lax.axis_index(ctx.axis_name)
+        mixed = jax.lax.dynamic_slice_in_dim(mixed, i * local, local)
+      return mixed
+
+    mixed = mix(st["buffer"][idx], everyone)
     rows = (st["position"] + jnp.arange(n)) % self.size
     new = {"buffer": st["buffer"].at[rows].set(everyone.astype(jnp.float32)),
            "position": (st["position"] + n) % self.size,
            "filled": jnp.minimum(st["filled"] + n, self.size)}
-    return real, mixed.astype(fake.dtype), new
+    if self.store_labels:
+      all_labels = gather(fake_labels)
+      fake_labels = mix(st["labels"][idx], all_labels).astype(fake_labels.dtype)
+      new["labels"] = st["labels"].at[rows].set(all_labels.astype(jnp.int32))
+    return real, mixed.astype(fake.dtype), real_labels, fake_labels, new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +238,9 @@ class CheckpointSwap(Hook):
 class FeatureMatching(Hook):
   """G's loss becomes `adversarial_weight * L_adv + weight * ||E f(x) - E f(G(z))||^2`, f
   being D's last hidden activation (Salimans et al. 2016, sec. 3.1, which uses
-  `adversarial_weight=0`: feature matching replaces G's objective).
+  `adversarial_weight=0`: feature matching replaces G's objective). A "concat" D computes
+  f(x, y) with the real batch's labels for x and the fakes' labels for G(z); an AC-GAN's
+  class loss is added after this hook, so it is kept whatever `adversarial_weight` is.
   """
 
   weight: float = 1.0
@@ -223,7 +253,8 @@ class FeatureMatching(Hook):
                        f"{self.weight!r}, {self.adversarial_weight!r}.")
 
   def g_loss(self, st, loss, features, real, fake, ctx):
-    fm = losses_lib.feature_matching_loss(features(real), features(fake), ctx.axis_name)
+    fm = losses_lib.feature_matching_loss(features(real, ctx.real_labels),
+                                          features(fake, ctx.fake_labels), ctx.axis_name)
     return self.adversarial_weight * loss + self.weight * fm, {"g_feature_matching": fm}
 
 
@@ -237,6 +268,7 @@ class Parts:
 
   loss: GANLoss
   axis_name: Optional[str]
+  conditional: bool = False
   g_before: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
   g_after: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
   d_before: List[optax.GradientTransformation] = dataclasses.field(default_factory=list)
@@ -319,7 +351,8 @@ _register("spectral_norm", "Miyato et al. 2018", n_power_iterations=1)(_hook(Spe
 _register("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
           std=0.1, decay_steps=0)(_hook(InstanceNoise))
 _register("experience_replay", "Shrivastava et al. 2017; ganhacks 8", size=1024, prob=0.5)(
-    _hook(ExperienceReplay))
+    lambda parts, **options: parts.hooks.append(
+        ExperienceReplay(**options, store_labels=parts.conditional)))
 _register("checkpoint_swap", "ganhacks 8", every=1000, duration=10, swap_generator=True,
           swap_discriminator=True)(_hook(CheckpointSwap))
 _register("feature_matching", "Salimans et al. 2016, sec. 3.1", weight=1.0,

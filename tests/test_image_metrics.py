@@ -154,7 +154,7 @@ def test_kid_averages_the_double_loop_over_the_seeded_subsets():
   # Subsets of the whole set all give the full-set estimate.
   mean, std = kid_lib.kid_from_features(x[:25], y, n_subsets=3, subset_size=25)
   np.testing.assert_allclose(mean, _np_mmd2_unbiased(x[:25].astype(np.float64), y), rtol=1e-4)
-  assert std < 1e-5 * abs(mean)
+  assert std < 1e-4 * abs(mean)  # float32 summation order differs between subsets
 
 
 def test_kid_is_unbiased_for_equal_distributions_where_the_v_statistic_is_not():

@@ -156,7 +156,7 @@ def test_unknown_config_key_on_the_command_line_fails(tmp_path):
   assert "stepz" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["ring", "grid", "dcgan_digits"])
+@pytest.mark.parametrize("name", ["ring", "grid", "dcgan_digits", "acgan_digits", "cgan_digits"])
 def test_shipped_configs_build(name):
   import importlib  # pylint: disable=g-import-not-at-top
   from gax import builders  # pylint: disable=g-import-not-at-top
@@ -166,4 +166,9 @@ def test_shipped_configs_build(name):
   gan = builders.build_gan(config, source.element_shape)
   state = jax.eval_shape(lambda: builders.build_state(gan, config, source.element_shape))
   assert state.step.shape == ()
-  assert source.get(0).shape == (config.n_critic, config.data.batch_size, *source.element_shape)
+  batch = source.get(0)
+  if source.num_classes:  # a labelled source: {"x": examples, "y": labels}
+    assert batch["y"].shape == (config.n_critic, config.data.batch_size)
+    assert gan.num_classes == source.num_classes
+    batch = batch["x"]
+  assert batch.shape == (config.n_critic, config.data.batch_size, *source.element_shape)

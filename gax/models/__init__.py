@@ -3,7 +3,14 @@
 A model factory takes the data's per-example shape (`data_shape`), the mapped axis name for
 cross-device batch statistics (`axis_name`, `None` outside `pmap`) and its own keyword
 arguments from the config, and returns `(generator, discriminator)` Flax modules. Both
-modules take `(inputs, train: bool)`; D returns logits of shape `[B]`.
+modules take `(inputs, train: bool, labels=None)`; D returns logits of shape `[B]`, or
+`(logits [B], class_logits [B, K])` with `conditioning="auxiliary"`.
+
+Class conditioning (`gax.models.conditioning`) is the options `num_classes` (0 =
+unconditional, the default) and `conditioning` ("none" | "concat" for the cGAN of Mirza &
+Osindero 2014 | "auxiliary" for AC-GAN, Odena et al. 2017), with `g_class_dim` (G's class
+embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, for the DCGAN,
+`class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the input size).
 
 Both factories take GAN-trick options (normalisation, minibatch features, generator noise and
 dropout, up/downsampling) whose defaults are the plain architectures; the layers are in
@@ -21,6 +28,7 @@ import jax.numpy as jnp
 
 from gax import noise
 from gax.layers import check_option
+from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
                               DCGANGenerator)
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
@@ -51,14 +59,25 @@ def _check_common(minibatch: str, g_noise_std: float, g_dropout: float, vbn_refe
   check_option("vbn_reference_latent", vbn_reference_latent, tuple(noise.LATENTS))
 
 
+def _conditioning(num_classes: int, conditioning: str, g_class_dim: int, d_class_dim: int,
+                  class_map_resize: str = "nearest") -> Tuple[dict, dict]:
+  """Checks the conditioning options; returns the G and D keyword arguments they set."""
+  check_conditioning(num_classes, conditioning)
+  check_sizes(g_class_dim, d_class_dim, class_map_resize)
+  both = {"num_classes": num_classes, "conditioning": conditioning}
+  return {**both, "g_class_dim": g_class_dim}, {**both, "d_class_dim": d_class_dim}
+
+
 @MODELS.register("dcgan")
 def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int = 64,
           dtype: str = "float32", g_norm: str = "batch", d_norm: str = "batch",
           minibatch: str = "none", g_noise_std: float = 0.0, g_dropout: float = 0.0,
           upsample: str = "transpose", downsample: str = "stride", vbn_reference_size: int = 64,
           vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
-          minibatch_kernel_dim: int = 5,
-          minibatch_group_size: Optional[int] = None) -> Tuple[nn.Module, nn.Module]:
+          minibatch_kernel_dim: int = 5, minibatch_group_size: Optional[int] = None,
+          num_classes: int = 0, conditioning: str = "none", g_class_dim: int = 16,
+          d_class_dim: int = 4,
+          class_map_resize: str = "nearest") -> Tuple[nn.Module, nn.Module]:
   """DCGAN pair for square images of shape `(R, R, C)`, R = 4 * 2^k.
 
   Args:
@@ -80,6 +99,11 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
       drawn from; should match the config's `latent.distribution`.
     minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
     minibatch_group_size: group size of the minibatch stddev (`None`: the whole batch).
+    num_classes: number of classes of the labels (0: unconditional).
+    conditioning: "none" | "concat" | "auxiliary" (`gax.models.conditioning`).
+    g_class_dim: width of G's class embedding appended to z.
+    d_class_dim: channels of D's learned 4x4 class map ("concat").
+    class_map_resize: "nearest" | "bilinear" resizing of D's class map to the input size.
   """
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
     raise ValueError(f"DCGAN needs square images (H, W, C) with H == W; data has {tuple(data_shape)}.")
@@ -88,17 +112,20 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
   check_option("upsample", upsample, UPSAMPLE)
   check_option("downsample", downsample, DOWNSAMPLE)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
+  g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim,
+                                 class_map_resize)
   r, _, c = data_shape
   dt = _dtype(dtype)
   return (DCGANGenerator(resolution=r, width=width, channels=c, axis_name=axis_name, dtype=dt,
                          norm=g_norm, noise_std=float(g_noise_std), dropout=float(g_dropout),
                          upsample=upsample, vbn_reference_size=vbn_reference_size,
-                         vbn_reference_latent=vbn_reference_latent),
+                         vbn_reference_latent=vbn_reference_latent, **g_cond),
           DCGANDiscriminator(resolution=r, width=width, axis_name=axis_name, dtype=dt,
                              norm=d_norm, downsample=downsample, minibatch=minibatch,
                              minibatch_kernels=minibatch_kernels,
                              minibatch_kernel_dim=minibatch_kernel_dim,
-                             minibatch_group_size=minibatch_group_size))
+                             minibatch_group_size=minibatch_group_size,
+                             class_map_resize=class_map_resize, **d_cond))
 
 
 @MODELS.register("mlp")
@@ -107,8 +134,9 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
         g_norm: str = "none", minibatch: str = "none", g_noise_std: float = 0.0,
         g_dropout: float = 0.0, vbn_reference_size: int = 64,
         vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
-        minibatch_kernel_dim: int = 5,
-        minibatch_group_size: Optional[int] = None) -> Tuple[nn.Module, nn.Module]:
+        minibatch_kernel_dim: int = 5, minibatch_group_size: Optional[int] = None,
+        num_classes: int = 0, conditioning: str = "none", g_class_dim: int = 16,
+        d_class_dim: int = 4) -> Tuple[nn.Module, nn.Module]:
   """MLP pair for vector data of shape `(dim,)`.
 
   Args:
@@ -117,20 +145,24 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
     g_hidden, d_hidden: hidden layer widths.
     g_norm: G's normalisation after each hidden layer, "none" | "batch" | "virtual_batch".
     minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent,
-      minibatch_kernels, minibatch_kernel_dim, minibatch_group_size: as for `dcgan`.
+      minibatch_kernels, minibatch_kernel_dim, minibatch_group_size, num_classes,
+      conditioning, g_class_dim: as for `dcgan`.
+    d_class_dim: size of D's learned class vector appended to its input ("concat").
   """
   if len(data_shape) != 1:
     raise ValueError(f"The MLP model needs vector data of shape (dim,); data has {tuple(data_shape)}.")
   check_option("g_norm", g_norm, MLP_G_NORMS)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
+  g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim)
   return (MLPGenerator(hidden=tuple(g_hidden), out_dim=data_shape[0], norm=g_norm,
                        noise_std=float(g_noise_std), dropout=float(g_dropout), axis_name=axis_name,
                        vbn_reference_size=vbn_reference_size,
-                       vbn_reference_latent=vbn_reference_latent),
+                       vbn_reference_latent=vbn_reference_latent, **g_cond),
           MLPDiscriminator(hidden=tuple(d_hidden), axis_name=axis_name, minibatch=minibatch,
                            minibatch_kernels=minibatch_kernels,
                            minibatch_kernel_dim=minibatch_kernel_dim,
-                           minibatch_group_size=minibatch_group_size))
+                           minibatch_group_size=minibatch_group_size, **d_cond))
 
 
-__all__ = ["MODELS", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator"]
+__all__ = ["MODELS", "CONDITIONING", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",
+           "MLPDiscriminator"]

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 from gax import noise
 from gax.layers import (GaussianNoise, InstanceNorm, MinibatchDiscrimination, MinibatchStdDev,
                         PixelShuffle, VirtualBatchNorm, check_option)
+from gax.models import conditioning as cond
 
 _weight_init = nn.initializers.normal(stddev=0.02)
 
@@ -159,12 +160,38 @@ def g_hidden(x: jax.Array, norm: Optional[Layer], train: bool, noise_std: float,
   return x
 
 
+def g_input(module: nn.Module, z: jax.Array, labels: Optional[jax.Array], norm: str,
+            vbn_reference_size: int, vbn_reference_latent_name: str, num_classes: int,
+            conditioning: str, g_class_dim: int):
+  """G's first-layer input and the number of VBN reference rows in front of the batch.
+
+  `[z_ref; z]` for a VBN generator (reference rows first), then the class embedding appended
+  for a conditional one (the reference rows labelled `arange(n_ref) % num_classes`).
+  """
+  cond.check_conditioning(num_classes, conditioning)
+  conditional = conditioning != "none"
+  cond.check_labels(module, labels, z.shape[0], conditional, conditioning)
+  n_ref = 0
+  if norm == "virtual_batch":
+    z_ref = vbn_reference_latent(module, z, vbn_reference_size, vbn_reference_latent_name)
+    z = jnp.concatenate([z_ref.astype(z.dtype), z])
+    n_ref = vbn_reference_size
+    if conditional:
+      ref_labels = jnp.arange(n_ref, dtype=labels.dtype) % num_classes
+      labels = jnp.concatenate([ref_labels, labels])
+  if conditional:
+    z = cond.condition_latent(z, labels, num_classes, g_class_dim)
+  return z, n_ref
+
+
 class DCGANGenerator(nn.Module):
   """z `[B, latent_dim]` -> images `[B, resolution, resolution, channels]` in [-1, 1].
 
   Channels are `width * 2^(k-1)` at 4x4 and halve at each doubling of resolution, e.g. for
   64x64 and width 64: 512 (4x4), 256, 128, 64, then `channels` at 64x64. See the module
   docstring for `norm`, `noise_std`, `dropout`, `upsample` and the VBN reference batch.
+  With `conditioning` "concat" or "auxiliary", `labels` `[B]` are required and a learned
+  `g_class_dim` class embedding is appended to z.
   """
 
   resolution: int = 64
@@ -178,6 +205,9 @@ class DCGANGenerator(nn.Module):
   upsample: str = "transpose"
   vbn_reference_size: int = 64
   vbn_reference_latent: str = "gaussian"
+  num_classes: int = 0
+  conditioning: str = "none"
+  g_class_dim: int = 16
 
   def _up(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
     if self.upsample == "pixel_shuffle":
@@ -187,17 +217,16 @@ class DCGANGenerator(nn.Module):
                             kernel_init=_weight_init, dtype=self.dtype)(x)
 
   @nn.compact
-  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, z: jax.Array, train: bool = True,
+               labels: Optional[jax.Array] = None) -> jax.Array:
     chex.assert_rank(z, 2)
     check_option("g_norm", self.norm, G_NORMS)
     check_option("upsample", self.upsample, UPSAMPLE)
     check_g_regularisers(self, self.noise_std, self.dropout, train)
     k = num_stages(self.resolution)
-    n_ref = 0
-    if self.norm == "virtual_batch":
-      z_ref = vbn_reference_latent(self, z, self.vbn_reference_size, self.vbn_reference_latent)
-      z = jnp.concatenate([z_ref.astype(z.dtype), z])
-      n_ref = self.vbn_reference_size
+    z, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
+                       self.vbn_reference_latent, self.num_classes, self.conditioning,
+                       self.g_class_dim)
     norm = lambda: make_norm(self.norm, train, self.axis_name, self.dtype, n_ref)
     hidden = lambda x: g_hidden(x, norm(), train, self.noise_std, self.dropout)
     c = self.width * 2 ** (k - 1)
@@ -218,6 +247,11 @@ class DCGANDiscriminator(nn.Module):
   halving of resolution down to 4x4, mirroring the generator. The last hidden activation
   (flattened, `[B, 4 * 4 * C]`, float32) is sown as `intermediates/features`, before any
   minibatch layer. See the module docstring for `norm`, `downsample` and `minibatch`.
+
+  Conditioning (`gax.models.conditioning`): with "concat", `labels` `[B]` are required and
+  their class maps (`d_class_dim` channels) are appended to the input; with "auxiliary",
+  the output is `(logits [B], class_logits [B, num_classes])`, the class logits from the
+  sown features.
   """
 
   resolution: int = 64
@@ -230,6 +264,10 @@ class DCGANDiscriminator(nn.Module):
   minibatch_kernels: int = 100
   minibatch_kernel_dim: int = 5
   minibatch_group_size: Optional[int] = None
+  num_classes: int = 0
+  conditioning: str = "none"
+  d_class_dim: int = 4
+  class_map_resize: str = "nearest"
 
   def _down(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
     if self.downsample == "avg_pool":
@@ -241,14 +279,18 @@ class DCGANDiscriminator(nn.Module):
                    kernel_init=_weight_init, dtype=self.dtype)(x)
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = True, labels: Optional[jax.Array] = None):
     chex.assert_rank(x, 4)
     check_option("d_norm", self.norm, D_NORMS)
     check_option("downsample", self.downsample, DOWNSAMPLE)
     check_option("minibatch", self.minibatch, MINIBATCH)
+    cond.check_conditioning(self.num_classes, self.conditioning)
+    cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(
           f"DCGANDiscriminator built for {self.resolution}x{self.resolution} inputs got {x.shape}.")
+    if self.conditioning == "concat":
+      x = cond.class_channels(x, labels, self.num_classes, self.d_class_dim, self.class_map_resize)
     k = num_stages(self.resolution)
     c = self.width
     x = nn.leaky_relu(self._down(x, c, use_bias=True), 0.2)
@@ -265,8 +307,12 @@ class DCGANDiscriminator(nn.Module):
     if self.minibatch == "discrimination":
       h = MinibatchDiscrimination(self.minibatch_kernels, self.minibatch_kernel_dim)(features)
       x = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype)(h)
-      return x.reshape(x.shape[0]).astype(jnp.float32)
-    if self.minibatch == "stddev":
-      x = MinibatchStdDev(self.minibatch_group_size)(x)
-    x = nn.Conv(1, (4, 4), padding="VALID", kernel_init=_weight_init, dtype=self.dtype)(x)
-    return x.reshape(x.shape[0]).astype(jnp.float32)
+    else:
+      if self.minibatch == "stddev":
+        x = MinibatchStdDev(self.minibatch_group_size)(x)
+      x = nn.Conv(1, (4, 4), padding="VALID", kernel_init=_weight_init, dtype=self.dtype)(x)
+    logits = x.reshape(x.shape[0]).astype(jnp.float32)
+    if self.conditioning == "auxiliary":
+      return logits, cond.class_head(features, self.num_classes, kernel_init=_weight_init,
+                                     dtype=self.dtype)
+    return logits

@@ -13,6 +13,9 @@ names):
 * D `minibatch`: "none" | "stddev" (one feature appended) | "discrimination" (`minibatch_kernels`
   features appended), between the last hidden layer (sown as `intermediates/features`) and
   the output layer; computed over the per-device batch under `pmap`.
+* `num_classes`, `conditioning`: "none" | "concat" (cGAN: a class embedding appended to z and
+  a learned `d_class_dim`-vector per class to D's input) | "auxiliary" (AC-GAN: G as for
+  "concat", a class head on D's last hidden features); see `gax.models.conditioning`.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ import jax
 import jax.numpy as jnp
 
 from gax.layers import MinibatchDiscrimination, MinibatchStdDev, check_option
-from gax.models.dcgan import (MINIBATCH, check_g_regularisers, g_hidden, make_norm,
-                              vbn_reference_latent)
+from gax.models import conditioning as cond
+from gax.models.dcgan import MINIBATCH, check_g_regularisers, g_hidden, g_input, make_norm
 
 G_NORMS = ("none", "batch", "virtual_batch")
 
 
 class MLPGenerator(nn.Module):
-  """z `[B, latent_dim]` -> points `[B, out_dim]` (linear output: toy data is unbounded)."""
+  """z `[B, latent_dim]` (and, when conditional, `labels` `[B]`) -> points `[B, out_dim]`
+  (linear output: toy data is unbounded)."""
 
   hidden: Sequence[int] = (256, 256, 256)
   out_dim: int = 2
@@ -42,18 +46,19 @@ class MLPGenerator(nn.Module):
   axis_name: Optional[str] = None
   vbn_reference_size: int = 64
   vbn_reference_latent: str = "gaussian"
+  num_classes: int = 0
+  conditioning: str = "none"
+  g_class_dim: int = 16
 
   @nn.compact
-  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, z: jax.Array, train: bool = True,
+               labels: Optional[jax.Array] = None) -> jax.Array:
     chex.assert_rank(z, 2)
     check_option("g_norm", self.norm, G_NORMS)
     check_g_regularisers(self, self.noise_std, self.dropout, train)
-    n_ref = 0
-    if self.norm == "virtual_batch":
-      z_ref = vbn_reference_latent(self, z, self.vbn_reference_size, self.vbn_reference_latent)
-      z = jnp.concatenate([z_ref.astype(z.dtype), z])
-      n_ref = self.vbn_reference_size
-    x = z
+    x, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
+                       self.vbn_reference_latent, self.num_classes, self.conditioning,
+                       self.g_class_dim)
     for h in self.hidden:
       x = nn.Dense(h, use_bias=self.norm == "none")(x)
       x = g_hidden(x, make_norm(self.norm, train, self.axis_name, jnp.float32, n_ref), train,
@@ -63,7 +68,11 @@ class MLPGenerator(nn.Module):
 
 class MLPDiscriminator(nn.Module):
   """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) hidden layers; the last hidden
-  activation is sown as `intermediates/features`, before the optional minibatch layer."""
+  activation is sown as `intermediates/features`, before the optional minibatch layer.
+
+  "concat" appends each label's learned `d_class_dim`-vector to the input (labels required);
+  "auxiliary" returns `(logits [B], class_logits [B, num_classes])`.
+  """
 
   hidden: Sequence[int] = (256, 256, 256)
   axis_name: Optional[str] = None  # unused: the MLP has no batch statistics
@@ -71,17 +80,28 @@ class MLPDiscriminator(nn.Module):
   minibatch_kernels: int = 100
   minibatch_kernel_dim: int = 5
   minibatch_group_size: Optional[int] = None
+  num_classes: int = 0
+  conditioning: str = "none"
+  d_class_dim: int = 4
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = True, labels: Optional[jax.Array] = None):
     del train
     chex.assert_rank(x, 2)
     check_option("minibatch", self.minibatch, MINIBATCH)
+    cond.check_conditioning(self.num_classes, self.conditioning)
+    cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
+    if self.conditioning == "concat":
+      x = cond.class_vector(x, labels, self.num_classes, self.d_class_dim)
     for h in self.hidden:
       x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
     self.sow("intermediates", "features", x)  # for feature matching
+    features = x
     if self.minibatch == "stddev":
       x = MinibatchStdDev(self.minibatch_group_size)(x)
     elif self.minibatch == "discrimination":
       x = MinibatchDiscrimination(self.minibatch_kernels, self.minibatch_kernel_dim)(x)
-    return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
+    logits = nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
+    if self.conditioning == "auxiliary":
+      return logits, cond.class_head(features, self.num_classes)
+    return logits
