@@ -4,7 +4,7 @@ A source maps a step number to that step's batch, `get(step) -> [n_critic, B, *s
 deterministically from its seed. That makes resuming exact (the restored step fetches the
 same batch an uninterrupted run would) and lets the loop prefetch freely.
 
-Labels (for conditional GANs, `gax.models` `conditioning`; ganhacks 16: use labels if you have
+Labels (for conditional GANs, `gax.models` `conditioning`; ganhacks 12: use labels if you have
 them): every source takes `labels: bool = False`. With labels on, `get(step)` returns a dict
 `{"x": [n_critic, B, *shape], "y": int32 [n_critic, B]}` whose `y` holds each example's class
 in `[0, num_classes)`: the digit for `digits`, the mode index for `ring` and `grid`, the

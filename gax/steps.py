@@ -21,7 +21,7 @@ Discriminator updates see real and fake examples in separate batches (ganhacks 4
 batch norm never mixes the two. The generator step runs D in train mode but discards D's
 batch-statistics update: D's state changes only in D's own step.
 
-Conditional GANs (`GAN.conditioning`, ganhacks 16: use labels if you have them): the batch is
+Conditional GANs (`GAN.conditioning`, ganhacks 12: use labels if you have them): the batch is
 `{"x": [n_critic, B, ...], "y": int [n_critic, B]}` (`gax.data` with `labels=True`), and both
 steps draw the fakes' labels uniformly over the `num_classes` classes for the global batch
 (`gax.noise.draw_global`, as the latents), G generating `G(z, y_fake)`.

@@ -1,6 +1,6 @@
 """Class conditioning for the generators and discriminators of `gax.models`.
 
-A model's `conditioning` option (with `num_classes` K > 0) selects one of (ganhacks 16: use
+A model's `conditioning` option (with `num_classes` K > 0) selects one of (ganhacks 12: use
 labels if you have them):
 
 * "none": the unconditional networks, exactly as without the option (same parameters and
@@ -10,8 +10,9 @@ labels if you have them):
   (`g_class_dim` wide, `class_embed`) to z. D appends the class to its input: for images a
   learned low-dimensional map per class, `[4, 4, d_class_dim]` (`class_map`), resized to the
   input's height and width with `jax.image.resize` (`class_map_resize`: "nearest" or
-  "bilinear") and concatenated as `d_class_dim` extra input channels; for vectors a learned
-  `d_class_dim`-vector concatenated to the input.
+  "bilinear") and concatenated as `d_class_dim` extra input channels (ganhacks 16: embed
+  discrete labels, keep the embedding low-dimensional, upsample it to the image and add it
+  as channels); for vectors a learned `d_class_dim`-vector concatenated to the input.
 * "auxiliary", AC-GAN (Odena, Olah & Shlens 2017, "Conditional image synthesis with auxiliary
   classifier GANs", sec. 3): G as for "concat"; D does not see the class but gets an auxiliary
   classifier, a dense layer (`class_head`) from its last hidden features (the activation sown
