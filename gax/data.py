@@ -22,15 +22,34 @@ Sources registered in `DATASETS`:
           17 grey levels), optionally resized; needs no network. Labels: the digit, 10 classes.
   array:  the user's own uint8 images from a local `.npy` / `.npz` file (labels: an integer
           array of the `.npz`, named by `labels_key`).
+  folder: the user's own image files (png, jpg, ...) under a directory, decoded with PIL to
+          RGB or grey, optionally center-cropped and resized; labels: one subdirectory per
+          class (sorted names). `cache` keeps the decoded array in a `.npz` beside it.
+  tfds:   a TFDS dataset by name (`dataset="mnist"`, `fashion_mnist`, `cifar10`, `celeb_a`,
+          or one written by `prepare_tfds_from_arrays` / `prepare_tfds_from_folder`) read
+          from a local, already prepared `data_dir`. Never downloads: a missing dataset is a
+          `FileNotFoundError` that says how to prepare it on a machine with network access.
+
+`array`, `folder` and `tfds` load the whole split once into host memory as uint8 (N * H * W *
+C bytes: MNIST 47 MB, CIFAR-10 154 MB, CelebA train at 64x64 2.0 GB, at its full 218x178 19 GB;
+`max_examples` or a TFDS split slice such as `"train[:50000]"` caps it) and draw batches from
+it with `ArraySource`, so batches are random access and resuming is exact. `benchmark_source`
+measures how fast a source feeds the device.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
 import os
 import queue
+import re
+import shutil
+import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -104,6 +123,7 @@ class ArraySource:
     labels: optional integer classes `[N]` in `[0, num_classes)`; when given, `get` returns
       `{"x": images, "y": labels}` of the same examples.
     num_classes: the number of classes; `None` infers `max(labels) + 1`. 0 without labels.
+    class_names: optional names of the classes, index = class (e.g. a folder's subdirectories).
   """
 
   images: np.ndarray
@@ -112,6 +132,7 @@ class ArraySource:
   seed: int = 0
   labels: Optional[np.ndarray] = None
   num_classes: Optional[int] = None
+  class_names: Optional[Tuple[str, ...]] = None
 
   def __post_init__(self):
     check_images(self.images, "ArraySource")
@@ -320,6 +341,689 @@ def array(batch_size: int, n_critic: int = 1, seed: int = 0, path: str = "",
   y = check_labels(load_array_labels(path, labels_key), len(images), num_classes,
                    f"{path!r} array {labels_key!r}")
   return ArraySource(images, batch_size, n_critic, seed, labels=y, num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared image helpers: crop / resize, and a cache of decoded arrays.
+
+
+def fit_image(image: Any, image_size: Optional[int], crop: bool) -> Any:
+  """A PIL image center-cropped to a square (`crop`) and bicubic-resized to `image_size`
+  (`None`: kept at its size). Without `crop`, a non-square image is squashed to the square."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  if crop:
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    image = image.crop((left, top, left + s, top + s))
+  if image_size and image.size != (image_size, image_size):
+    image = image.resize((image_size, image_size), Image.BICUBIC)
+  return image
+
+
+def fit_array(image: np.ndarray, image_size: Optional[int], crop: bool) -> np.ndarray:
+  """`fit_image` for one uint8 `[H, W, C]` array."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  if not crop and (not image_size or image.shape[:2] == (image_size, image_size)):
+    return image
+  c = image.shape[-1]
+  out = np.asarray(fit_image(Image.fromarray(image[..., 0] if c == 1 else image), image_size,
+                             crop))
+  return out.reshape(*out.shape[:2], c)
+
+
+def _stack_same_size(images: Sequence[np.ndarray], names: Sequence[str], where: str) -> np.ndarray:
+  """Stacks `[H, W, C]` arrays, or names two of different sizes (`names[i]` says where image
+  i came from) and says how to make them one size."""
+  first = images[0].shape
+  for im, name in zip(images, names):
+    if im.shape != first:
+      raise ValueError(
+          f"{where}: images have different sizes, e.g. {first[1]}x{first[0]} ({names[0]}) and "
+          f"{im.shape[1]}x{im.shape[0]} ({name}); set data.image_size (and data.crop=True to "
+          "center-crop non-square images instead of squashing them) to bring them to one size.")
+  return np.stack(images)
+
+
+def _cache_path(cache: Union[bool, str], default: str) -> Optional[str]:
+  if cache is True:
+    return default
+  if cache is False or cache is None or cache == "":
+    return None
+  if isinstance(cache, str):
+    return cache
+  raise ValueError(f"data.cache must be True, False or a file path, got {cache!r}.")
+
+
+Loaded = Tuple[np.ndarray, Optional[np.ndarray], Optional[int], Tuple[str, ...]]
+"""`(images uint8 [N, H, W, C], int32 classes or None, number of classes or None (infer
+`max + 1`), class names)`."""
+
+
+def _cached(path: Optional[str], fingerprint: str, load: Callable[[], Loaded]) -> Loaded:
+  """`load()`, kept in the `.npz` file `path` (`None`: not kept) and reused while its
+  `fingerprint` (the source files and the options) is unchanged."""
+  if path and os.path.exists(path):
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        if str(f["fingerprint"]) == fingerprint:
+          labels = f["labels"] if bool(f["has_labels"]) else None
+          num_classes = int(f["num_classes"])
+          return (f["images"], labels, None if num_classes < 0 else num_classes,
+                  tuple(str(c) for c in f["class_names"]))
+    except Exception:  # pylint: disable=broad-except  # a stale or damaged cache is rebuilt
+      pass
+  images, labels, num_classes, class_names = load()
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+      np.savez(f, images=images, labels=np.zeros(0, np.int32) if labels is None else labels,
+               has_labels=labels is not None, class_names=np.asarray(class_names, dtype=str),
+               num_classes=-1 if num_classes is None else num_classes,
+               fingerprint=np.asarray(fingerprint))
+    os.replace(tmp, path)
+  return images, labels, num_classes, class_names
+
+
+def _cap(max_examples: Optional[int]) -> Optional[int]:
+  if max_examples is None:
+    return None
+  if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) \
+      or max_examples < 1:
+    raise ValueError(f"data.max_examples must be a positive integer or None, got {max_examples!r}.")
+  return int(max_examples)
+
+
+def _check_size(image_size: Optional[int]) -> Optional[int]:
+  if image_size is None or image_size == 0:
+    return None
+  if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+      or image_size < 1:
+    raise ValueError(f"data.image_size must be a positive integer or None, got {image_size!r}.")
+  return int(image_size)
+
+
+def _source(images: np.ndarray, labels: Optional[np.ndarray], num_classes: Optional[int],
+            class_names: Tuple[str, ...], batch_size: int, n_critic: int, seed: int,
+            want_labels: bool) -> ArraySource:
+  """The `ArraySource` of loaded images (with their labels if `want_labels`)."""
+  if not want_labels:
+    return ArraySource(images, batch_size, n_critic, seed)
+  return ArraySource(images, batch_size, n_critic, seed, labels=labels, num_classes=num_classes,
+                     class_names=tuple(class_names) or None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders of image files.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm")
+
+
+def list_image_files(root: str, labels: bool = False
+                     ) -> Tuple[List[str], Optional[np.ndarray], Tuple[str, ...]]:
+  """The image files under `root` (recursively, sorted, hidden entries skipped).
+
+  Returns:
+    `(paths relative to root, int32 classes or None, class names)`. With `labels`, every image
+    must lie in a subdirectory of `root`; the first-level subdirectories holding images are
+    the classes, numbered in sorted order.
+  """
+  if not root:
+    raise ValueError("data.path is empty: give the directory of images to train on.")
+  if not os.path.exists(root):
+    raise FileNotFoundError(f"Image directory {root!r} does not exist.")
+  if not os.path.isdir(root):
+    raise NotADirectoryError(f"data.path {root!r} is a file, not a directory of images (the "
+                             "'array' dataset reads .npy/.npz files).")
+  files = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    rel = os.path.relpath(dirpath, root)
+    for name in filenames:
+      if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+        files.append(os.path.normpath(os.path.join(rel, name)))
+  files.sort()
+  if not files:
+    raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}.")
+  if not labels:
+    return files, None, ()
+  top = [f for f in files if os.sep not in f]
+  if top:
+    raise ValueError(
+        f"data.labels is on, so the images under {root!r} must be in one subdirectory per class, "
+        f"but {len(top)} lie directly in it (e.g. {top[0]!r}).")
+  classes = [f.split(os.sep, 1)[0] for f in files]
+  class_names = tuple(sorted(set(classes)))
+  index = {c: i for i, c in enumerate(class_names)}
+  return files, np.array([index[c] for c in classes], np.int32), class_names
+
+
+def _read_image_file(path: str, channels: int, image_size: Optional[int], crop: bool) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  try:
+    with Image.open(path) as im:
+      im = im.convert("L" if channels == 1 else "RGB")
+  except Exception as e:  # PIL raises several types for a damaged or foreign file
+    raise ValueError(f"Could not read image file {path!r}: {e}") from e
+  out = np.asarray(fit_image(im, image_size, crop), np.uint8)
+  return out.reshape(*out.shape[:2], channels)
+
+
+def _workers() -> int:
+  return max(1, min(8, os.cpu_count() or 1))
+
+
+def load_folder_images(path: str, image_size: Optional[int] = None, channels: int = 3,
+                       crop: bool = False, labels: bool = False,
+                       max_examples: Optional[int] = None
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray], Tuple[str, ...]]:
+  """Decodes the image files under `path` (`list_image_files`) to uint8 `[N, H, W, channels]`.
+
+  Args:
+    path: the directory.
+    image_size: resize every image to `image_size` squared (bicubic); `None` keeps the size,
+      which must then be the same for all images.
+    channels: 3 (RGB) or 1 (grey); every image is converted (alpha is dropped).
+    crop: center-crop each image to a square first (else non-square images are squashed).
+    labels: one subdirectory per class; see `list_image_files`.
+    max_examples: keep the first `max_examples` files in sorted order.
+
+  Returns:
+    `(images, int32 classes or None, class names)`.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+  image_size, max_examples = _check_size(image_size), _cap(max_examples)
+  files, y, class_names = list_image_files(path, _flag(labels, "data.labels"))
+  if max_examples:
+    files = files[:max_examples]
+    y = None if y is None else y[:max_examples]
+  read = lambda f: _read_image_file(os.path.join(path, f), channels, image_size, bool(crop))
+  with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:  # PIL decodes without the GIL
+    images = list(pool.map(read, files))
+  return _stack_same_size(images, files, f"The images under {path!r}"), y, class_names
+
+
+def _folder_fingerprint(path: str, options: Dict[str, Any]) -> str:
+  h = hashlib.sha256(repr(sorted(options.items())).encode())
+  for f in list_image_files(path)[0]:
+    st = os.stat(os.path.join(path, f))
+    h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return h.hexdigest()
+
+
+@DATASETS.register("folder")
+def folder(batch_size: int, n_critic: int = 1, seed: int = 0, path: str = "",
+           image_size: Optional[int] = None, channels: int = 3, crop: bool = False,
+           labels: bool = False, max_examples: Optional[int] = None,
+           cache: Union[bool, str] = False) -> ArraySource:
+  """The images under the directory `path` (`load_folder_images`), reshuffled every epoch.
+
+  `cache=True` keeps the decoded array in `<path>.gax-<options>.npz` beside the directory (a
+  string: that file instead) and reuses it while the files and options are unchanged.
+  """
+  options = dict(image_size=_check_size(image_size), channels=channels, crop=bool(crop),
+                 labels=_flag(labels, "data.labels"), max_examples=_cap(max_examples))
+  tag = (f"{options['image_size'] or 'orig'}-c{channels}{'-crop' if crop else ''}"
+         f"{'-labels' if options['labels'] else ''}"
+         f"{'-max%d' % options['max_examples'] if options['max_examples'] else ''}")
+  where = _cache_path(cache, f"{os.path.normpath(path)}.gax-{tag}.npz")
+  fingerprint = _folder_fingerprint(path, options) if where else ""
+  def load():
+    images, y, class_names = load_folder_images(path, **options)
+    return images, y, len(class_names) if y is not None else None, class_names
+
+  return _source(*_cached(where, fingerprint, load), batch_size, n_critic, seed,
+                 options["labels"])
+
+
+# ----------------------------------------------------------------------------------------------
+# TFDS datasets from a local data_dir.
+
+_TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:\d+\.\d+\.\d+)?$")
+
+
+def _import_tfds():
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("The 'tfds' dataset needs TensorFlow Datasets: pip install "
+                      "tensorflow-datasets") from e
+  return tfds
+
+
+def _base_name(name: str) -> str:
+  return name.split("/")[0].split(":")[0]
+
+
+def tfds_prepare_instructions(name: str, data_dir: str, catalogued: bool = True) -> str:
+  """How to prepare the TFDS dataset `name` under `data_dir`: on a machine with network for
+  a dataset of TFDS's catalogue, else by writing the user's own images."""
+  base = _base_name(name)
+  if not catalogued:
+    return (
+        f"{name!r} is not a dataset of TFDS's catalogue, so it must be one written into "
+        "data_dir beforehand. Write your own images there with gax.data.prepare_tfds_from_arrays"
+        f"({base!r}, {data_dir!r}, images, labels) or gax.data.prepare_tfds_from_folder("
+        f"{base!r}, {data_dir!r}, '/path/to/images'), or train on them directly with the "
+        "'folder' / 'array' datasets; check the spelling of data.dataset otherwise.")
+  return (
+      "gax never downloads. Prepare the dataset on a machine with network access:\n"
+      "    pip install tensorflow-datasets tensorflow importlib_resources\n"
+      f"    tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
+      "  or, in Python:\n"
+      "    import tensorflow_datasets as tfds\n"
+      f"    tfds.builder({name!r}, data_dir={data_dir!r}, "
+      "file_format='array_record').download_and_prepare()\n"
+      f"then copy the folder {os.path.join(data_dir, base)} to this machine's data_dir. "
+      "(array_record files are read without TensorFlow; the default tfrecord format also "
+      "needs `pip install tensorflow` here.) For your own images, write a local TFDS dataset "
+      "with gax.data.prepare_tfds_from_arrays or prepare_tfds_from_folder, or use the "
+      "'folder' / 'array' datasets.")
+
+
+def tfds_builder(name: str, data_dir: str) -> Any:
+  """The TFDS builder of the prepared dataset `name` (`"mnist"`, `"celeb_a"`,
+  `"name/config:1.0.0"`) under `data_dir`, found without any network access.
+
+  Raises:
+    FileNotFoundError: `data_dir` does not exist or does not hold the prepared dataset;
+      the message says how to prepare it.
+  """
+  if not name or not isinstance(name, str):
+    raise ValueError("data.dataset is empty: name the TFDS dataset, e.g. 'mnist'.")
+  if not _TFDS_NAME.match(name):
+    raise ValueError(
+        f"data.dataset={name!r} is not a local TFDS name ('name', 'name/config', "
+        "'name:1.2.3'); namespaced datasets (huggingface:..., community) would need network.")
+  if not data_dir:
+    raise ValueError(f"data.data_dir is empty: give the local directory holding the prepared "
+                     f"TFDS dataset {name!r}.\n{tfds_prepare_instructions(name, '/path/to/data')}")
+  data_dir = os.path.expanduser(str(data_dir))
+  tfds = _import_tfds()
+  if not os.path.isdir(data_dir):
+    catalogued = _base_name(name) in tfds.list_builders(with_community_datasets=False)
+    raise FileNotFoundError(f"TFDS data_dir {data_dir!r} does not exist.\n"
+                            f"{tfds_prepare_instructions(name, data_dir, catalogued)}")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+  except tfds.core.registered.DatasetNotFoundError:
+    builder = None
+  if builder is None or not builder.is_prepared():
+    base = os.path.join(data_dir, _base_name(name))
+    have = (f"{base} holds {sorted(os.listdir(base))}" if os.path.isdir(base)
+            else f"there is no {base}")
+    where = f"looked in {builder.data_path}; " if builder is not None else ""
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in data_dir {data_dir!r} ({where}{have}).\n"
+        f"{tfds_prepare_instructions(name, data_dir, catalogued=builder is not None)}")
+  return builder
+
+
+def _lookup(tree: Any, key: str) -> Any:
+  for part in key.split("/"):
+    tree = tree[part]
+  return tree
+
+
+def _feature(features: Any, key: str, what: str, name: str) -> Any:
+  try:
+    return _lookup(features, key)
+  except (KeyError, TypeError):
+    keys = list(features.keys()) if hasattr(features, "keys") else features
+    raise KeyError(f"TFDS dataset {name!r} has no feature {key!r} (data.{what}); its features "
+                   f"are {keys}.") from None
+
+
+def _tfds_examples(builder: Any, split: str, n: Optional[int], process: Callable[[Any], Any],
+                   chunk: int = 1024) -> Iterator[List[Any]]:
+  """`process(example)` for the decoded examples of `split` (the first `n`), `chunk` at a
+  time, in the stored order."""
+  tfds = _import_tfds()
+  formats = builder.info.available_file_formats()
+  if formats & set(tfds.core.file_adapters.FileFormat.with_random_access()):
+    # array_record: random access without TensorFlow. Records are read in order here and
+    # decoded (PIL, mostly without the GIL) and processed by a thread pool, one chunk ahead.
+    raw = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    features = builder.info.features
+    n = len(raw) if n is None else min(n, len(raw))
+    work = lambda record: process(features.deserialize_example_np(record))
+    if n:
+      work(raw[0])  # builds the example parser before the threads share it
+    pending = None
+    with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
+      for start in range(0, n, chunk):
+        results = pool.map(work, raw.__getitems__(list(range(start, min(n, start + chunk)))))
+        if pending is not None:
+          yield list(pending)
+        pending = results
+      if pending is not None:
+        yield list(pending)
+    return
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise ImportError(
+        f"TFDS dataset {builder.info.full_name!r} is stored as "
+        f"{', '.join(sorted(str(getattr(f, 'value', f)) for f in formats))}, which only "
+        "TensorFlow reads: pip install tensorflow, or prepare it again with "
+        "--file_format=array_record (read without TensorFlow), e.g. `tfds convert_format "
+        f"--dataset_version_dir={builder.data_path} --out_file_format=array_record`.") from e
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  if n is not None:
+    ds = ds.take(n)
+  batch = []
+  for example in tfds.as_numpy(ds):
+    batch.append(process(example))
+    if len(batch) == chunk:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def load_tfds_images(dataset: str, data_dir: str, split: str = "train",
+                     image_size: Optional[int] = None, crop: bool = False,
+                     image_key: str = "image", label_key: str = "label", labels: bool = False,
+                     max_examples: Optional[int] = None) -> Loaded:
+  """Reads split `split` of the prepared TFDS dataset `dataset` under `data_dir` into memory.
+
+  Args:
+    dataset: the TFDS name (`tfds_builder`).
+    data_dir: the local directory holding it; nothing is downloaded.
+    split: a TFDS split, slices included (`"train"`, `"train[:10%]"`, `"train+test"`).
+    image_size, crop: as for `fit_image`, applied while reading (only the resized images are
+      kept in memory).
+    image_key: the image feature (uint8); nested features as `"a/b"`.
+    label_key: the class feature (a `ClassLabel`, or an integer or bool feature such as
+      celeb_a's `"attributes/Male"`), read with `labels`.
+    max_examples: read only the first `max_examples` examples of the split.
+
+  Returns:
+    `(images uint8 [N, H, W, C], int32 classes or None, number of classes or None (infer),
+    class names)`.
+  """
+  image_size, max_examples = _check_size(image_size), _cap(max_examples)
+  labels = _flag(labels, "data.labels")
+  builder = tfds_builder(dataset, data_dir)
+  features = builder.info.features
+  feat = _feature(features, image_key, "image_key", dataset)
+  if np.dtype(feat.np_dtype) != np.uint8 \
+      or len(getattr(feat, "shape", ())) != 3 or feat.shape[-1] not in (1, 3):
+    raise ValueError(f"TFDS feature {image_key!r} of {dataset!r} is {feat}, not uint8 images "
+                     "[H, W, C] with C in (1, 3); set data.image_key.")
+  num_classes, class_names = None, ()
+  if labels:
+    lfeat = _feature(features, label_key, "label_key", dataset)
+    if isinstance(lfeat, _import_tfds().features.ClassLabel):
+      num_classes, class_names = lfeat.num_classes, tuple(lfeat.names or ())
+    else:
+      dtype = np.dtype(lfeat.np_dtype)
+      if dtype == np.bool_:
+        num_classes = 2
+      elif not np.issubdtype(dtype, np.integer) or tuple(getattr(lfeat, "shape", ())) != ():
+        raise ValueError(f"TFDS feature {label_key!r} of {dataset!r} is {lfeat}, not one "
+                         "integer class per example; set data.label_key.")
+  def process(example):
+    image = fit_array(np.asarray(_lookup(example, image_key)), image_size, bool(crop))
+    return image, (_lookup(example, label_key) if labels else 0)
+
+  images: Optional[np.ndarray] = None
+  ys, n = [], 0
+  for chunk in _tfds_examples(builder, split, max_examples, process):
+    ims = _stack_same_size([im for im, _ in chunk], [f"example {n + i}" for i in range(len(chunk))],
+                           f"TFDS dataset {dataset!r} split {split!r}")
+    if images is None:
+      total = _split_size(builder, split)
+      total = total if max_examples is None else min(total, max_examples)
+      images = np.empty((max(total, len(ims)),) + ims.shape[1:], np.uint8)
+    if ims.shape[1:] != images.shape[1:]:
+      raise ValueError(f"TFDS dataset {dataset!r} split {split!r}: example {n} has size "
+                       f"{ims.shape[1:]}, earlier ones {images.shape[1:]}; set data.image_size.")
+    if n + len(ims) > len(images):  # more than the metadata said
+      images = np.concatenate([images[:n], ims])
+    else:
+      images[n:n + len(ims)] = ims
+    if labels:
+      ys.append(np.asarray([y for _, y in chunk]).astype(np.int64))
+    n += len(ims)
+  if images is None or n == 0:
+    raise ValueError(f"TFDS dataset {dataset!r} split {split!r} holds no examples.")
+  if n < len(images):  # fewer than the metadata said: do not keep the rest allocated
+    images = images[:n].copy()
+  y = check_labels(np.concatenate(ys), n, num_classes, f"TFDS {dataset!r} {label_key!r}") \
+      if labels else None
+  return images, y, num_classes, class_names
+
+
+def _split_size(builder: Any, split: str) -> int:
+  """The number of examples of `split` (slices included), from the dataset's metadata."""
+  return int(builder.info.splits[split].num_examples)
+
+
+@DATASETS.register("tfds")
+def tfds_dataset(batch_size: int, n_critic: int = 1, seed: int = 0, dataset: str = "",
+                 data_dir: str = "", split: str = "train", image_size: Optional[int] = None,
+                 crop: bool = False, image_key: str = "image", label_key: str = "label",
+                 labels: bool = False, max_examples: Optional[int] = None,
+                 cache: Union[bool, str] = False) -> ArraySource:
+  """Split `split` of the prepared TFDS dataset `dataset` in the local `data_dir`
+  (`load_tfds_images`), reshuffled every epoch.
+
+  `cache=True` keeps the decoded (and resized) array in `<data_dir>/gax_cache/` (a string:
+  that file instead), worth it where decoding is slow (CelebA's 163k JPEGs).
+  """
+  options = dict(split=split, image_size=_check_size(image_size), crop=bool(crop),
+                 image_key=image_key, label_key=label_key, labels=_flag(labels, "data.labels"),
+                 max_examples=_cap(max_examples))
+  where, fingerprint = _cache_path(cache, ""), ""
+  if where is not None:
+    builder = tfds_builder(dataset, data_dir)
+    opts = repr(sorted(options.items())).encode()
+    if cache is True:
+      key = hashlib.sha256(opts).hexdigest()[:12]
+      where = os.path.join(os.path.expanduser(str(data_dir)), "gax_cache",
+                           re.sub(r"[^\w.-]", "_", f"{builder.info.full_name}-{key}.npz"))
+    with open(os.path.join(str(builder.data_path), "dataset_info.json"), "rb") as f:
+      fingerprint = hashlib.sha256(f.read() + opts).hexdigest()
+  loaded = _cached(where, fingerprint, lambda: load_tfds_images(dataset, data_dir, **options))
+  return _source(*loaded, batch_size, n_critic, seed, options["labels"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing local TFDS datasets (tests, and users' own images).
+
+_BUILDER_CLASS = None
+
+
+def _image_builder_class():
+  """A TFDS `GeneratorBasedBuilder` that writes given uint8 arrays as PNG-encoded images in
+  array_record files (TFDS's `store_as_tfds_dataset` needs TensorFlow; this does not)."""
+  global _BUILDER_CLASS
+  if _BUILDER_CLASS is not None:
+    return _BUILDER_CLASS
+  tfds = _import_tfds()
+
+  class LocalImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Images (and classes) held in memory, written as a TFDS dataset."""
+
+    # No checksums file: also keeps TFDS from resolving the builder's code path, which needs
+    # the `importlib_resources` package under tensorflow-datasets 4.9.
+    url_infos = None
+
+    def __init__(self, *, name: str, version: str, splits: Mapping[str, Tuple[Any, Any]],
+                 class_names: Optional[Sequence[str]], num_classes: Optional[int],
+                 description: str, **kwargs):
+      self.name = name
+      self.VERSION = tfds.core.Version(version)  # pylint: disable=invalid-name
+      self._splits = splits
+      self._class_names, self._num_classes = class_names, num_classes
+      self._description = description
+      super().__init__(version=version, **kwargs)
+
+    def _info(self):
+      images = next(iter(self._splits.values()))[0]
+      features = {"image": tfds.features.Image(shape=images.shape[1:], dtype=np.uint8,
+                                                encoding_format="png")}
+      if self._num_classes is not None:
+        features["label"] = tfds.features.ClassLabel(
+            names=list(self._class_names) if self._class_names else None,
+            num_classes=None if self._class_names else self._num_classes)
+      return tfds.core.DatasetInfo(builder=self, description=self._description,
+                                   features=tfds.features.FeaturesDict(features),
+                                   disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._examples(*arrays) for split, arrays in self._splits.items()}
+
+    def _generate_examples(self, **kwargs):
+      raise NotImplementedError
+
+    def _examples(self, images, labels):
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+
+      for i, im in enumerate(images):
+        example = {"image": Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im)}
+        if labels is not None:
+          example["label"] = int(labels[i])
+        yield i, example
+
+  _BUILDER_CLASS = LocalImages
+  return LocalImages
+
+
+def prepare_tfds_from_arrays(name: str, data_dir: str,
+                             images: Union[np.ndarray, Mapping[str, np.ndarray]],
+                             labels: Union[None, np.ndarray, Mapping[str, np.ndarray]] = None,
+                             *, class_names: Optional[Sequence[str]] = None,
+                             num_classes: Optional[int] = None, split: str = "train",
+                             version: str = "1.0.0", description: str = "",
+                             overwrite: bool = False) -> str:
+  """Writes uint8 images `[N, H, W, C]` (and integer classes) as the TFDS dataset `name` in
+  `data_dir`: PNG-encoded (lossless), array_record files, stored order kept. Needs no
+  TensorFlow and no network. Read it back with the 'tfds' dataset (`data.dataset=name`,
+  `data.data_dir=data_dir`) or `tfds.builder(name, data_dir=data_dir)`.
+
+  Args:
+    name: a new dataset name (lowercase snake_case, not one of TFDS's catalogue).
+    images: the images of `split`, or a dict `{split: images}` (all of one shape).
+    labels: their classes (`[N]`, or a dict `{split: labels}`), stored as the `"label"`
+      feature; `None`: images only.
+    class_names: the names of the classes (index = class); else `num_classes` (default
+      `max(label) + 1`).
+    overwrite: replace this version of the dataset if it exists (else `FileExistsError`).
+
+  Returns:
+    The directory of the written dataset version.
+  """
+  tfds = _import_tfds()
+  if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
+    raise ValueError(f"TFDS dataset name {name!r} must be lowercase snake_case, e.g. 'my_faces'.")
+  if name in tfds.list_builders(with_community_datasets=False):
+    raise ValueError(f"{name!r} is a dataset of TFDS's catalogue; give your dataset another name.")
+  if not data_dir:
+    raise ValueError("data_dir is empty: give the directory to write the dataset in.")
+  image_splits = dict(images) if isinstance(images, Mapping) else {split: images}
+  if labels is None:
+    label_splits = {s: None for s in image_splits}
+  else:
+    label_splits = dict(labels) if isinstance(labels, Mapping) else {split: labels}
+    if set(label_splits) != set(image_splits):
+      raise ValueError(f"labels are given for splits {sorted(label_splits)} but images for "
+                       f"{sorted(image_splits)}.")
+  shapes = set()
+  splits = {}
+  for s, ims in image_splits.items():
+    ims = np.asarray(ims)
+    if ims.ndim == 3:
+      ims = ims[..., None]
+    check_images(ims, f"prepare_tfds_from_arrays split {s!r}")
+    shapes.add(ims.shape[1:])
+    y = label_splits[s]
+    if y is not None:
+      y = check_labels(y, len(ims), len(class_names) if class_names else num_classes,
+                       f"prepare_tfds_from_arrays labels of split {s!r}")
+    splits[s] = (ims, y)
+  if len(shapes) != 1:
+    raise ValueError(f"All splits must hold images of one shape, got {sorted(shapes)}.")
+  if labels is not None and not class_names and num_classes is None:
+    num_classes = max(int(y.max()) + 1 for _, y in splits.values() if len(y))
+  if labels is not None and class_names:
+    num_classes = len(class_names)
+  if labels is None and (class_names or num_classes):
+    raise ValueError("class_names / num_classes are given without labels.")
+  builder = _image_builder_class()(
+      name=name, version=version, splits=splits, class_names=class_names,
+      num_classes=num_classes if labels is not None else None,
+      description=description or "Images written by gax.data.prepare_tfds_from_arrays.",
+      data_dir=os.path.expanduser(str(data_dir)), file_format="array_record")
+  if builder.is_prepared() or os.path.exists(builder.data_path):
+    if not overwrite:
+      raise FileExistsError(f"TFDS dataset {name!r} version {version} already exists in "
+                            f"{builder.data_path}; pass overwrite=True to replace it.")
+    shutil.rmtree(builder.data_path)
+  with tempfile.TemporaryDirectory() as downloads:
+    builder.download_and_prepare(download_dir=downloads)
+  return str(builder.data_path)
+
+
+def prepare_tfds_from_folder(name: str, data_dir: str, path: str,
+                             image_size: Optional[int] = None, channels: int = 3,
+                             crop: bool = False, labels: bool = False, split: str = "train",
+                             version: str = "1.0.0", overwrite: bool = False) -> str:
+  """Writes the images under the directory `path` (`load_folder_images`; with `labels`, one
+  subdirectory per class, whose names become the class names) as the TFDS dataset `name`
+  in `data_dir` (`prepare_tfds_from_arrays`). Returns the written version's directory."""
+  images, y, class_names = load_folder_images(path, image_size, channels, crop, labels)
+  return prepare_tfds_from_arrays(name, data_dir, images, y, class_names=class_names or None,
+                                  split=split, version=version, overwrite=overwrite,
+                                  description=f"Images of {path}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Throughput.
+
+
+def benchmark_source(source: Any, steps: int = 50, start: int = 0,
+                     put: Optional[Callable[[Batch], Any]] = None, warmup: int = 2,
+                     prefetch_size: int = 2) -> Dict[str, float]:
+  """How fast `source` feeds the device: `get(step)` then `put` (default `jax.device_put`,
+  waited for) over `steps` steps, alone and overlapped by `prefetch` as the train loop does.
+
+  Returns:
+    `get_ms` and `put_ms` (mean per step, sequential), `batches_per_s` and `examples_per_s`
+    (through `prefetch`, one example = one image of one critic step), `mb_per_s` (bytes moved
+    to the device), `batch_mb`.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if put is None:
+    put = lambda b: jax.block_until_ready(jax.device_put(b))
+  for s in range(start, start + warmup):
+    put(source.get(s))
+  first = source.get(start)
+  nbytes = sum(np.asarray(a).nbytes for a in jax.tree_util.tree_leaves(first))
+  examples = int(np.prod(np.shape(jax.tree_util.tree_leaves(first)[0])[:2]))
+  t_get = t_put = 0.0
+  for s in range(start, start + steps):
+    t0 = time.perf_counter()
+    batch = source.get(s)
+    t1 = time.perf_counter()
+    put(batch)
+    t_get, t_put = t_get + t1 - t0, t_put + time.perf_counter() - t1
+  t0 = time.perf_counter()
+  for _ in prefetch(source, start, start + steps, prefetch_size, transform=put):
+    pass
+  rate = steps / (time.perf_counter() - t0)
+  return {"get_ms": 1e3 * t_get / steps, "put_ms": 1e3 * t_put / steps, "batches_per_s": rate,
+          "examples_per_s": rate * examples, "mb_per_s": rate * nbytes / 1e6,
+          "batch_mb": nbytes / 1e6}
 
 
 def prefetch(source: Any, start: int, stop: int, size: int = 2,

@@ -1,7 +1,13 @@
-"""Data parallelism over the local devices with `pmap`.
+"""Data parallelism: `pmap` over the local devices, or `jit` over a device `Mesh`.
 
-The state is replicated (a leading device axis on every leaf), the batch is split along its
-example axis, and `GAN.axis_name` names the mapped axis inside the step.
+pmap: the state is replicated (a leading device axis on every leaf), the batch is split
+along its example axis, and `GAN.axis_name` names the mapped axis inside the step.
+
+jit + `Mesh`/`NamedSharding` (`sharded_train_step`): the GAN is built with
+`axis_name=None`, exactly as for one device; the state is placed replicated on the mesh and
+the batch sharded along its example axis, and XLA partitions the one global program,
+inserting the gradient and batch-statistics reductions itself. The step then computes what
+one device computes on the global batch, on any number of devices and hosts.
 """
 
 from __future__ import annotations
@@ -69,3 +75,36 @@ def pmap_train_step(gan: GAN) -> Callable[[Any, Any], Tuple[Any, Metrics]]:
   if gan.axis_name is None:
     raise ValueError("pmap_train_step needs a GAN built with an axis_name (e.g. 'batch').")
   return jax.pmap(functools.partial(train_step, gan), axis_name=gan.axis_name, donate_argnums=0)
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None, axis: str = DEFAULT_AXIS) -> Mesh:
+  """A 1D data-parallel mesh over `devices` (default: all devices of all processes)."""
+  return Mesh(np.array(list(devices or jax.devices())), (axis,))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """Every device of `mesh` holds the whole array."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, axis: Optional[str] = None) -> NamedSharding:
+  """Splits axis 1 (the example axis of `[n_critic, B, ...]` batches) over `mesh`."""
+  return NamedSharding(mesh, PartitionSpec(None, axis or mesh.axis_names[0]))
+
+
+def sharded_train_step(gan: GAN, mesh: Mesh) -> Callable[[Any, Any], Tuple[Any, Metrics]]:
+  """`train_step` bound to `gan`, jitted over `mesh`: state replicated, batch split along its
+  example axis, state donated.
+
+  `gan` must be built with `axis_name=None` (collectives come from the sharding, not from a
+  named axis). Place the inputs with `jax.device_put(state, replicated_sharding(mesh))` and
+  `jax.device_put(batch, batch_sharding(mesh))`; for several hosts, assemble the global batch
+  from each process's rows with `jax.make_array_from_process_local_data(batch_sharding(mesh),
+  local_rows)`.
+  """
+  if gan.axis_name is not None:
+    raise ValueError(f"sharded_train_step needs a GAN built with axis_name=None; got "
+                     f"{gan.axis_name!r} (that is for pmap).")
+  rep = replicated_sharding(mesh)
+  return jax.jit(functools.partial(train_step, gan), donate_argnums=0,
+                 in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep))

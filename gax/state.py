@@ -7,6 +7,7 @@ the run: restoring it continues exactly where training stopped.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.struct
@@ -73,5 +74,5 @@ def init_player(variables: dict, tx: optax.GradientTransformation) -> PlayerStat
 
 
 def param_count(tree: PyTree) -> int:
-  """Number of scalars in a PyTree of arrays."""
-  return sum(int(jnp.size(x)) for x in jax.tree_util.tree_leaves(tree))
+  """Number of scalars in a PyTree of arrays (or of `jax.ShapeDtypeStruct`s)."""
+  return sum(math.prod(getattr(x, "shape", ())) for x in jax.tree_util.tree_leaves(tree))

@@ -94,3 +94,98 @@ def test_prefetch_yields_steps_in_order_and_surfaces_errors():
 
   with pytest.raises(OSError, match="disk gone"):
     list(data.prefetch(Broken(), 0, 5))
+
+
+def _write_images(root, arrays, names):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  for im, name in zip(arrays, names):
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(path)
+
+
+def test_folder_with_class_subdirectories_reads_images_and_labels(tmp_path):
+  rng = np.random.default_rng(0)
+  imgs = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+  names = ["dog/a.png", "cat/b.png", "dog/c.bmp", "cat/sub/d.png", "cat/e.PNG", "dog/f.tiff"]
+  _write_images(tmp_path / "imgs", imgs, names)
+  (tmp_path / "imgs" / "cat" / "notes.txt").write_text("not an image")
+  (tmp_path / "imgs" / ".hidden").mkdir()
+  src = data.DATASETS.build("folder", batch_size=3, path=str(tmp_path / "imgs"), labels=True)
+  assert src.class_names == ("cat", "dog") and src.num_classes == 2
+  order = np.argsort(names)  # files in sorted path order; classes by sorted name
+  np.testing.assert_array_equal(src.images, imgs[order])
+  np.testing.assert_array_equal(src.labels, [0, 0, 0, 1, 1, 1])
+  batch = src.get(4)
+  assert batch["x"].shape == (1, 3, 8, 8, 3) and batch["y"].dtype == np.int32
+  again = data.DATASETS.build("folder", batch_size=3, path=str(tmp_path / "imgs"), labels=True)
+  np.testing.assert_array_equal(again.get(4)["x"], batch["x"])
+  plain = data.DATASETS.build("folder", batch_size=3, path=str(tmp_path / "imgs"))
+  assert isinstance(plain.get(0), np.ndarray) and plain.num_classes == 0
+
+
+def test_folder_grey_rgb_resize_and_crop(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  rgb = rng.integers(0, 256, (3, 12, 8, 3), dtype=np.uint8)  # 8 wide, 12 high
+  _write_images(tmp_path, rgb, ["0.png", "1.png", "2.png"])
+  grey, _, _ = data.load_folder_images(str(tmp_path), channels=1)
+  want = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in rgb])[..., None]
+  np.testing.assert_array_equal(grey, want)
+  cropped, _, _ = data.load_folder_images(str(tmp_path), crop=True)
+  np.testing.assert_array_equal(cropped, rgb[:, 2:10])  # the middle 8x8
+  small, _, _ = data.load_folder_images(str(tmp_path), image_size=4, crop=True)
+  np.testing.assert_array_equal(small, data.resize_images(rgb[:, 2:10], 4))
+  _write_images(tmp_path, rng.integers(0, 256, (1, 5, 5, 1), dtype=np.uint8), ["3.png"])
+  mixed, _, _ = data.load_folder_images(str(tmp_path), image_size=6)  # grey file read as RGB
+  assert mixed.shape == (4, 6, 6, 3)
+
+
+def test_folder_cache_is_reused_until_the_files_change(tmp_path, monkeypatch):
+  imgs = np.random.default_rng(2).integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+  _write_images(tmp_path / "imgs", imgs, ["x/0.png", "x/1.png", "y/2.png", "y/3.png"])
+  kw = dict(batch_size=2, path=str(tmp_path / "imgs"), labels=True, cache=True)
+  first = data.DATASETS.build("folder", **kw)
+  caches = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz")
+  assert caches == ["imgs.gax-orig-c3-labels.npz"]
+  real = data.load_folder_images
+  monkeypatch.setattr(data, "load_folder_images", lambda *a, **k: pytest.fail("not cached"))
+  second = data.DATASETS.build("folder", **kw)
+  np.testing.assert_array_equal(second.images, first.images)
+  np.testing.assert_array_equal(second.labels, first.labels)
+  assert second.class_names == ("x", "y")
+  _write_images(tmp_path / "imgs", imgs[:1], ["y/4.png"])  # a new file: decoded again
+  calls = []
+  monkeypatch.setattr(data, "load_folder_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+  third = data.DATASETS.build("folder", **kw)
+  assert calls and len(third.images) == 5
+  own = tmp_path / "elsewhere.npz"
+  data.DATASETS.build("folder", **{**kw, "cache": str(own)})
+  assert own.exists()
+
+
+def test_folder_errors_are_clear(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="No image files"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="data.path is empty"):
+    data.DATASETS.build("folder", batch_size=1)
+  imgs = np.zeros((2, 4, 4, 3), np.uint8)
+  _write_images(tmp_path / "top", imgs, ["a.png", "cls/b.png"])
+  with pytest.raises(ValueError, match="one subdirectory per class.*'a.png'"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "top"), labels=True)
+  _write_images(tmp_path / "mixed", [imgs[0], np.zeros((5, 4, 3), np.uint8)], ["a.png", "b.png"])
+  with pytest.raises(ValueError, match="different sizes.*4x4.*4x5.*image_size"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "mixed"))
+  _write_images(tmp_path / "bad", imgs[:1], ["a.png"])
+  (tmp_path / "bad" / "b.jpg").write_bytes(b"not a jpeg")
+  with pytest.raises(ValueError, match="Could not read image file .*b.jpg"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "bad"))
+  with pytest.raises(ValueError, match="channels must be 1"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "top"), channels=4)
+  with pytest.raises(ValueError, match="image_size must be"):
+    data.DATASETS.build("folder", batch_size=1, path=str(tmp_path / "top"), image_size=-3)

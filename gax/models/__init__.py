@@ -12,7 +12,9 @@ Osindero 2014 | "auxiliary" for AC-GAN, Odena et al. 2017), with `g_class_dim` (
 embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, for the DCGAN,
 `class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the input size).
 
-Both factories take GAN-trick options (normalisation, minibatch features, generator noise and
+`resnet` is the SNGAN-style ResNet pair (`gax.models.resnet`), unconditional.
+
+The DCGAN and MLP factories take GAN-trick options (normalisation, minibatch features, generator noise and
 dropout, up/downsampling) whose defaults are the plain architectures; the layers are in
 `gax.layers` and the options are described in `gax.models.dcgan` and `gax.models.mlp`. A
 generator with `g_dropout > 0` needs a `dropout` RNG even when sampling, and one with
@@ -34,6 +36,7 @@ from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDis
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
 from gax.models.mlp import G_NORMS as MLP_G_NORMS
 from gax.models.mlp import MLPDiscriminator, MLPGenerator
+from gax.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gax.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -164,5 +167,22 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
                            minibatch_group_size=minibatch_group_size, **d_cond))
 
 
+@MODELS.register("resnet")
+def resnet(data_shape: Sequence[int], axis_name: Optional[str] = None, g_width: int = 256,
+           d_width: int = 128, dtype: str = "float32") -> Tuple[nn.Module, nn.Module]:
+  """SNGAN-style ResNet pair (`gax.models.resnet`) for square images `(R, R, C)`, R = 4 * 2^k.
+
+  Unconditional, without the layer-trick options; D has no normalisation (pair it with
+  `config.tricks.spectral_norm`).
+  """
+  if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
+    raise ValueError(f"The ResNet needs square images (H, W, C) with H == W; data has "
+                     f"{tuple(data_shape)}.")
+  r, _, c = data_shape
+  dt = _dtype(dtype)
+  return (ResNetGenerator(resolution=r, width=g_width, channels=c, axis_name=axis_name, dtype=dt),
+          ResNetDiscriminator(resolution=r, width=d_width, axis_name=axis_name, dtype=dt))
+
+
 __all__ = ["MODELS", "CONDITIONING", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",
-           "MLPDiscriminator"]
+           "MLPDiscriminator", "ResNetGenerator", "ResNetDiscriminator"]
