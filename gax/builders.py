@@ -18,6 +18,9 @@ The config layout (see `experiments/configs/`):
   parallel      'none' (one device, jit) or 'pmap' (all local devices)
   train         steps and logging/sampling/checkpoint intervals
   monitor       failure detection in the logged metrics (`gax.monitor`) and which stop the run
+  eval          evaluation during training and by experiments/evaluate.py: how often, which
+                metrics and feature network, and the metric of the best checkpoint
+                (`gax.evaluation.EvalSettings`)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import losses, models, monitor, noise, penalties, tricks
+from gax import evaluation, losses, models, monitor, noise, penalties, tricks
 from gax.models.conditioning import check_conditioning
 from gax.optimizers import build_optimizer
 from gax.state import GANState
@@ -35,7 +38,7 @@ from gax.steps import GAN, init_state
 
 TOP_LEVEL_KEYS = frozenset(
     {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
-     "parallel", "train", "monitor"})
+     "parallel", "train", "monitor", "eval"})
 PARALLEL_MODES = ("none", "pmap")
 
 
@@ -66,6 +69,7 @@ def validate_config(config: Any) -> None:
   data_lib.DATASETS.get(config.data.name)
   tricks.validate(_as_dict(config.tricks))
   monitor.Monitor.from_config(config.monitor, loss=config.loss)
+  evaluation.EvalSettings.from_config(config.eval)
   _check_conditioning_config(config)
 
 
@@ -153,9 +157,10 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
 
 
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
-                       may_differ=("train", "parallel", "monitor")) -> list[str]:
+                       may_differ=("train", "parallel", "monitor", "eval")) -> list[str]:
   """Config keys (dotted) whose values differ between two config dicts, ignoring the
-  sections that do not change what a checkpoint holds (run length, logging, parallelism)."""
+  sections that do not change what a checkpoint holds (run length, logging, parallelism,
+  evaluation)."""
   diffs = []
 
   def walk(a, b, prefix):
@@ -204,4 +209,5 @@ def base_config() -> "ml_collections.ConfigDict":
       "num_samples": 64,
   })
   c.monitor = ml_collections.ConfigDict(monitor.monitor_config_defaults())
+  c.eval = ml_collections.ConfigDict(evaluation.eval_config_defaults())
   return c

@@ -60,6 +60,11 @@ class Checkpointer:
           f"corrupt or was written for a different model/config. {type(e).__name__}: "
           f"{str(e)[:500]}{hint}") from e
 
+  def delete(self, step: int) -> None:
+    """Deletes the checkpoint of `step` (e.g. to write that step again)."""
+    self._manager.wait_until_finished()
+    self._manager.delete(step)
+
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 

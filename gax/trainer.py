@@ -5,14 +5,21 @@ Work directory layout:
   run.json         facts derived at start-up that sampling needs (data shape)
   checkpoints/     Orbax checkpoints of `GANState`, by step
   metrics.jsonl    one JSON object per logged step: losses, logits, gradient norms, speed
-  eval.jsonl       evaluation results (mode coverage for the 2D mixtures)
+  eval.jsonl       evaluation results with their step, every `eval.every` steps (mode coverage
+                   for the 2D mixtures; FID etc. for images; see `gax.evaluation`)
+  best/, best.json the state of the best evaluation so far by `eval.best_metric`, and
+                   `{"metric", "value", "step", ...}`
+  eval_classifier.npz, eval_reference_<features>.npz  the evaluation's feature network (for
+                   "classifier" features) and real-data statistics, made once per run
   alarms.jsonl     failures `gax.monitor` detected in the logged metrics (see config.monitor)
   samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
                    (and, for a conditional model, fixed labels: grid row i shows class i mod K)
 
 Re-running on the same work directory resumes from the newest checkpoint. Because the state
 holds the PRNG key and the data source is a function of the step, the resumed run computes
-exactly the losses the uninterrupted run would have.
+exactly the losses the uninterrupted run would have. Records logged after the restored step
+are dropped from the JSON-lines files, and the best checkpoint is chosen again from the kept
+evaluation records (see `gax.evaluation.BestCheckpoint`).
 """
 
 from __future__ import annotations
@@ -31,18 +38,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gax import builders, parallel, visualize
+from gax import builders, evaluation, parallel, visualize
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
-from gax.data import MixtureSource, prefetch
-from gax.metrics import mode_coverage
+from gax.data import prefetch
 from gax.state import GANState, param_count
 from gax.steps import GAN, generate, jit_train_step, sampling_player
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
-EVAL_FILE = "eval.jsonl"
+EVAL_FILE = evaluation.EVAL_FILE
 ALARMS_FILE = "alarms.jsonl"
 
 
@@ -86,19 +92,57 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def restore_run(workdir: str, step: Optional[int] = None) -> Tuple[ml_collections.ConfigDict, GAN, GANState]:
-  """Rebuilds `(config, gan, state)` of a run from its work directory's newest checkpoint."""
+def load_run(workdir: str) -> Tuple[ml_collections.ConfigDict, GAN, Any]:
+  """`(config, gan, template)` of the run in `workdir`: its saved config, the `GAN` (eval
+  mode, single device) and the abstract state (`jax.eval_shape`) its checkpoints restore
+  into."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"No work directory {workdir!r}.")
   config = load_config(workdir)
-  with open(os.path.join(workdir, RUN_FILE)) as f:
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} has no {RUN_FILE}: its run never started training.")
+  with open(path) as f:
     data_shape = tuple(json.load(f)["data_shape"])
   gan = builders.build_gan(config, data_shape)
   template = jax.eval_shape(lambda: builders.build_state(gan, config, data_shape))
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
-  state = ckpt.restore(template, step)
-  ckpt.close()
-  return config, gan, state
+  return config, gan, template
+
+
+def checkpoint_dir(workdir: str, best: bool = False) -> str:
+  """The directory of a run's regular checkpoints, or with `best` of its best checkpoint."""
+  return os.path.join(workdir, evaluation.BEST_DIR if best else "checkpoints")
+
+
+def restore_checkpoint(workdir: str, template: Any, step: Optional[int] = None,
+                       best: bool = False) -> GANState:
+  """The state of `step` (default: the newest) from a run's checkpoints, or with `best` the
+  state of its best evaluation (`best/`, see `gax.evaluation.BestCheckpoint`)."""
+  directory = checkpoint_dir(workdir, best)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"{workdir} has no best checkpoint ({directory}): it is written by evaluations during "
+        "training with config.eval.best_metric other than 'none'." if best else
+        f"{workdir} has no checkpoint yet.")
+  ckpt = Checkpointer(directory)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{directory} holds no checkpoint yet.")
+    if step is not None and step not in steps:
+      raise FileNotFoundError(f"{directory} has no checkpoint of step {step}; it has steps "
+                              f"{sorted(steps)}.")
+    return ckpt.restore(template, step)
+  finally:
+    ckpt.close()
+
+
+def restore_run(workdir: str, step: Optional[int] = None,
+                best: bool = False) -> Tuple[ml_collections.ConfigDict, GAN, GANState]:
+  """Rebuilds `(config, gan, state)` of a run from its work directory's checkpoint of `step`
+  (default: the newest), or with `best` from its best checkpoint."""
+  config, gan, template = load_run(workdir)
+  return config, gan, restore_checkpoint(workdir, template, step, best)
 
 
 def sample_labels_for(gan: GAN, num: int, labels: Any = None) -> Optional[np.ndarray]:
@@ -168,14 +212,6 @@ def _write_samples(workdir: str, step: int, images: np.ndarray, source: Any) -> 
   return path
 
 
-def _evaluate(source: Any, gan: GAN, state: GANState, seed: int) -> Optional[Dict[str, Any]]:
-  if not isinstance(source, MixtureSource):
-    return None
-  # 2500 samples: the VEEGAN/PacGAN evaluation protocol.
-  pts = sample(gan, state, jax.random.PRNGKey(seed + 2), 2500)
-  return mode_coverage(pts, source.centers, source.std)
-
-
 class _DropLibraryInfo(stdlib_logging.Filter):
   """Drops INFO records from Orbax, which logs every step of every save."""
 
@@ -222,6 +258,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     logging.info("Nothing to do: the run is at step %d of %d.", start, total)
     ckpt.close()
     return state
+
+  eval_every = evaluation.EvalSettings.from_config(config.eval).interval(tc.sample_every)
+  evaluator, best = None, None
+  if eval_every:
+    t0 = time.time()
+    try:
+      evaluator = evaluation.Evaluator.from_config(config, source, workdir)
+    except Exception:
+      ckpt.close()
+      raise
+    logging.info("Evaluation every %d steps (%s), ready in %.1fs", eval_every,
+                 ", ".join(evaluator.metrics), time.time() - t0)
+    if evaluator.best_metric is not None:
+      best = evaluation.BestCheckpoint(
+          workdir, evaluator.best_metric,
+          evaluation.read_jsonl(os.path.join(workdir, EVAL_FILE)))
 
   if use_pmap:
     step_fn = parallel.pmap_train_step(gan)
@@ -275,16 +327,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         t_last, last_logged = now, done
         monitor.check(alarms)  # raises MonitorStop for a kind in config.monitor.stop_on
       if every(tc.sample_every, done):
-        s = host_state(state)
-        path = _write_samples(workdir, done, np.asarray(gen_fixed(s.g)), source)
-        result = _evaluate(source, eval_gan, s, config.seed)
-        if result is not None:
-          eval_file.write(json.dumps({"step": done, **result}) + "\n")
-          eval_file.flush()
-          logging.info("step %d: modes covered %d/%d, high-quality %.1f%%, reverse KL %.3f",
-                       done, result["modes_covered"], result["modes"],
-                       100 * result["hq_fraction"], result["reverse_kl"])
+        path = _write_samples(workdir, done, np.asarray(gen_fixed(host_state(state).g)), source)
         logging.info("Wrote samples to %s", path)
+      if evaluator is not None and every(eval_every, done):
+        s = host_state(state)
+        t0 = time.time()
+        result = evaluator.evaluate(eval_gan, s)
+        eval_file.write(json.dumps({"step": done, **result}) + "\n")
+        eval_file.flush()
+        logging.info("step %d: %s (%.1fs)", done, evaluator.describe(result), time.time() - t0)
+        if best is not None and best.update(done, result, s):
+          logging.info("step %d: new best %s = %.6g, saved to %s", done, best.metric,
+                       result[best.metric], best.directory)
       if every(tc.checkpoint_every, done):
         ckpt.save(done, host_state(state))
   finally:
@@ -292,6 +346,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     eval_file.close()
     alarms_file.close()
     ckpt.close()
+    if best is not None:
+      best.close()
   logging.info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
                workdir)
   return host_state(state)

@@ -342,6 +342,7 @@ def test_acgan_digits_trains_end_to_end_with_pmap_and_samples_by_class(tmp_path)
   c.model.width = 4
   c.parallel = "pmap"
   c.train.update(steps=2, log_every=1, sample_every=2, checkpoint_every=2, num_samples=20)
+  c.eval.every = -1  # FID evaluation is tested in test_evaluate.py
   workdir = str(tmp_path)
   state = trainer.train(c, workdir)
   assert int(state.step) == 2

@@ -115,6 +115,7 @@ def digits_run(tmp_path_factory):
   c.data.batch_size = 8
   c.model.width = 4
   c.train.update(steps=2, log_every=1, sample_every=0, checkpoint_every=2, num_samples=4)
+  c.eval.every = -1
   workdir = str(tmp_path_factory.mktemp("digits"))
   trainer.train(c, workdir)
   return workdir

@@ -49,6 +49,14 @@ def test_a_run_writes_checkpoints_metrics_samples_and_evaluations(straight_run):
                                                                   "step_0000012.png"]
   evals = read_jsonl(os.path.join(workdir, "eval.jsonl"))
   assert [e["step"] for e in evals] == [6, 12] and evals[0]["modes"] == 8
+  assert all(e["num_samples"] == 2500 for e in evals)
+  # The best checkpoint by modes covered (higher is better; a tie keeps the earlier step).
+  covered = [e["modes_covered"] for e in evals]
+  with open(os.path.join(workdir, "best.json")) as f:
+    best = json.load(f)
+  assert (best["metric"], best["direction"]) == ("modes_covered", "max")
+  assert (best["step"], best["value"]) == (evals[int(np.argmax(covered))]["step"], max(covered))
+  assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
 
 
 def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run, tmp_path):
@@ -59,8 +67,12 @@ def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run,
     f.write(json.dumps({"step": 7, "d_loss": -1.0}) + "\n")
   state = trainer.train(ring_config(steps=12), workdir)
   assert int(state.step) == 12
-  assert read_jsonl(os.path.join(workdir, "metrics.jsonl")) == read_jsonl(
-      os.path.join(straight_run[0], "metrics.jsonl"))
+  for name in ("metrics.jsonl", "eval.jsonl"):
+    assert read_jsonl(os.path.join(workdir, name)) == read_jsonl(
+        os.path.join(straight_run[0], name)), name
+  with open(os.path.join(workdir, "best.json")) as f, open(
+      os.path.join(straight_run[0], "best.json")) as g:
+    assert json.load(f) == json.load(g)
   jax.tree_util.tree_map(np.testing.assert_array_equal, state, straight_run[1])
 
 
@@ -130,7 +142,8 @@ def test_launchers_train_digits_dcgan_and_sample_it(tmp_path):
   workdir = str(tmp_path / "digits")
   r = _run("train.py", "--config=experiments/configs/dcgan_digits.py", f"--workdir={workdir}",
            "--config.train.steps=2", "--config.train.log_every=1", "--config.model.width=4",
-           "--config.data.batch_size=8", "--config.data.image_size=8")
+           "--config.data.batch_size=8", "--config.data.image_size=8",
+           "--config.eval.every=-1")  # no FID here (tests/test_evaluate.py)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "step 2/2 (100%)" in r.stderr and "ETA" in r.stderr
   assert os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))

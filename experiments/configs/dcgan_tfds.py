@@ -21,8 +21,14 @@ def get_config(dataset: str = "mnist"):
                      "dataset set config.data.dataset and config.data.image_size yourself.")
   size, crop = _SHAPES[dataset]
   c = base_config()
+  # Labels (unused by the unconditional DCGAN) let the evaluation train its digits-FID-style
+  # classifier on the data; celeb_a has none, so it is evaluated only with Inception-v3
+  # weights (--config.eval.every=0 --config.eval.features=inception_v3
+  # --config.eval.inception_path=...).
+  labelled = dataset != "celeb_a"
   c.data = {"name": "tfds", "dataset": dataset, "data_dir": "", "split": "train",
-            "batch_size": 64, "image_size": size, "crop": crop, "cache": False}
+            "batch_size": 64, "image_size": size, "crop": crop, "cache": False,
+            "labels": labelled}
   c.model = {"name": "dcgan", "width": 64, "dtype": "float32"}
   c.latent.dim = 100
   c.loss = "non_saturating"
@@ -30,4 +36,6 @@ def get_config(dataset: str = "mnist"):
   c.train.log_every = 100
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
+  if not labelled:
+    c.eval.every = -1
   return c

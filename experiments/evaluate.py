@@ -1,0 +1,151 @@
+r"""Evaluates the checkpoints of a training run; appends to <workdir>/eval_offline.jsonl.
+
+  python experiments/evaluate.py --workdir=runs/dcgan_digits                  # newest
+  python experiments/evaluate.py --workdir=runs/dcgan_digits --all_steps --num_samples=10000 \
+      --metrics=fid,kid,is,pr
+  python experiments/evaluate.py --workdir=runs/dcgan_digits --best
+  python experiments/evaluate.py --workdir=runs/cifar --features=inception_v3 \
+      --inception_path=fid_inception_v3.npz
+
+The settings default to the run's `eval` config section (see `gax.evaluation.EvalSettings`),
+so with no flags an evaluation repeats the one the trainer logged in eval.jsonl for the same
+step. The run's classifier (`eval_classifier.npz`) and reference statistics are reused, or
+made once and kept in the work directory. Prints a table of the results.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+from gax import builders, evaluation, trainer  # pylint: disable=g-import-not-at-top
+from gax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+_ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoint.")
+_BEST = flags.DEFINE_bool("best", False, "Evaluate the best checkpoint (<workdir>/best/).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Generated images per evaluation "
+                                    "(default: the run's eval.num_samples).", lower_bound=10)
+_METRICS = flags.DEFINE_list("metrics", None, "Image metrics among fid,kid,is,pr (fid always; "
+                             "pr = precision and recall). Default: the run's eval.metrics.")
+_FEATURES = flags.DEFINE_enum("features", None, list(evaluation.FEATURES),
+                              "Feature network (default: the run's eval.features).")
+_INCEPTION_PATH = flags.DEFINE_string("inception_path", None,
+                                      "Local Inception-v3 .npz for --features=inception_v3.")
+_CLASSIFIER_PATH = flags.DEFINE_string(
+    "classifier_path", None, "Classifier .npz for --features=classifier (default: the run's, "
+    "<workdir>/eval_classifier.npz); made from the run's labelled data when absent.")
+_CLASSIFIER_STEPS = flags.DEFINE_integer(
+    "classifier_steps", None, "Training steps of a classifier made here (default: the run's "
+    "eval.classifier_steps).", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", None, "Seed of the generated samples (default: the "
+                             "run's eval.seed).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per generator/feature call.",
+                                   lower_bound=1)
+flags.mark_flags_as_required(["workdir"])
+
+
+class EvaluationError(Exception):
+  """A problem with the arguments or the work directory, reported without a traceback."""
+
+
+def evaluate_run(workdir: str, step=None, all_steps: bool = False, best: bool = False,
+                 out_file: str = evaluation.OFFLINE_EVAL_FILE, **overrides):
+  """Evaluates checkpoints of the run in `workdir`; returns the records it appended to
+  `<workdir>/<out_file>`.
+
+  Args:
+    workdir: the run's work directory.
+    step: the checkpoint step (default: the newest); exclusive with `all_steps` and `best`.
+    all_steps: evaluate every kept checkpoint, oldest first.
+    best: evaluate the best checkpoint (`<workdir>/best/`).
+    out_file: the JSON-lines file the records are appended to.
+    **overrides: `gax.evaluation.EvalSettings` fields replacing the run's (None: keep).
+  """
+  if sum([step is not None, all_steps, best]) > 1:
+    raise EvaluationError("--step, --all_steps and --best exclude each other.")
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"No work directory {workdir!r}.")
+  config, gan, template = trainer.load_run(workdir)
+  if "eval" not in config:  # a run from before the eval section: its defaults
+    config.eval = builders.base_config().eval
+  if best:
+    if not os.path.isdir(trainer.checkpoint_dir(workdir, best=True)):
+      raise FileNotFoundError(f"{workdir} has no best checkpoint: it is written by evaluations "
+                              "during training with config.eval.best_metric other than 'none'.")
+    steps = [None]
+  else:
+    ckpt_dir = trainer.checkpoint_dir(workdir)
+    kept = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(
+        ckpt_dir) else []
+    if not kept:
+      raise FileNotFoundError(f"{workdir} has no checkpoint yet ({ckpt_dir} is empty).")
+    if step is not None and step not in kept:
+      raise FileNotFoundError(f"{workdir} has no checkpoint of step {step}; it has steps "
+                              f"{kept}.")
+    steps = kept if all_steps else [kept[-1] if step is None else step]
+  source = builders.build_data(config)
+  evaluator = evaluation.Evaluator.from_config(config, source, workdir, **overrides)
+  records = []
+  for s in steps:
+    state = trainer.restore_checkpoint(workdir, template, s, best=best)
+    t0 = time.time()
+    result = evaluator.evaluate(gan, state)
+    record = {"step": int(state.step), "checkpoint": "best" if best else "checkpoints",
+              **result, "time": datetime.datetime.now().isoformat(timespec="seconds")}
+    with open(os.path.join(workdir, out_file), "a") as f:
+      f.write(json.dumps(record) + "\n")
+    logging.info("step %d: %s (%.1fs)", record["step"], evaluator.describe(result),
+                 time.time() - t0)
+    records.append(record)
+  return records
+
+
+def format_table(records) -> str:
+  """The records as a plain-text table: one row per checkpoint, one column per metric."""
+  keys = [k for k in ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
+                      "modes_covered", "modes", "hq_fraction", "reverse_kl")
+          if any(k in r for r in records)]
+  header = ["step", "checkpoint", *keys, "num_samples",
+            *(["features"] if any("features" in r for r in records) else [])]
+
+  def cell(v):
+    if isinstance(v, float):
+      return f"{v:.6g}"
+    return "-" if v is None else str(v)
+
+  rows = [header] + [[cell(r.get(k)) for k in header] for r in records]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  trainer.quiet_library_logs()
+  try:
+    records = evaluate_run(
+        _WORKDIR.value, step=_STEP.value, all_steps=_ALL_STEPS.value, best=_BEST.value,
+        num_samples=_NUM_SAMPLES.value, metrics=_METRICS.value, features=_FEATURES.value,
+        inception_path=_INCEPTION_PATH.value, classifier_path=_CLASSIFIER_PATH.value,
+        classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
+        batch_size=_BATCH_SIZE.value)
+  except (EvaluationError, FileNotFoundError, ValueError, KeyError, CheckpointError) as e:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"evaluate.py: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+  print(format_table(records))
+  print(f"Appended to {os.path.join(_WORKDIR.value, evaluation.OFFLINE_EVAL_FILE)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
