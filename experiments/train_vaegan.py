@@ -26,7 +26,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-from gax import data as data_lib, models, visualize  # pylint: disable=g-import-not-at-top
+from gax import data as data_lib, models, trainer, visualize  # pylint: disable=g-import-not-at-top
 from gax.builders import compatibility_diff  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.optimizers import build_optimizer  # pylint: disable=g-import-not-at-top
@@ -150,6 +150,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  trainer.quiet_library_logs()
   train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
