@@ -15,7 +15,8 @@ The config layout (see `experiments/configs/`):
   n_critic      D updates per G update
   tricks        one section per `gax.tricks.TRICKS` entry: enabled (bool) and its options
   optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options
-  parallel      'none' (one device, jit) or 'pmap' (all local devices)
+  parallel      'none' (one device, jit), 'pmap' (all local devices) or 'mesh' (jit over a
+                Mesh of all devices with NamedSharding)
   train         steps and logging/sampling/checkpoint intervals
   monitor       failure detection in the logged metrics (`gax.monitor`) and which stop the run
   eval          evaluation during training and by experiments/evaluate.py: how often, which
@@ -39,7 +40,7 @@ from gax.steps import GAN, init_state
 TOP_LEVEL_KEYS = frozenset(
     {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
      "parallel", "train", "monitor", "eval"})
-PARALLEL_MODES = ("none", "pmap")
+PARALLEL_MODES = ("none", "pmap", "mesh")
 
 
 def _as_dict(section: Any) -> dict:

@@ -237,7 +237,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   _check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
 
   use_pmap = config.parallel == "pmap"
-  n_dev = jax.local_device_count() if use_pmap else 1
+  n_dev = {"pmap": jax.local_device_count(), "mesh": jax.device_count()}.get(config.parallel, 1)
   source = builders.build_data(config)
   data_shape = tuple(source.element_shape)
   with open(os.path.join(workdir, RUN_FILE), "w") as f:
@@ -281,6 +281,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     sharding = parallel.device_axis_sharding()
     put = lambda b: jax.device_put(parallel.shard_batch(b, n_dev), sharding)
     host_state = parallel.unreplicate
+  elif config.parallel == "mesh":
+    # One global program over all devices: state replicated, batch split by example.
+    mesh = parallel.make_mesh()
+    step_fn = parallel.sharded_train_step(gan, mesh)
+    state = jax.device_put(state, parallel.replicated_sharding(mesh))
+    put = lambda b: jax.device_put(b, parallel.batch_sharding(mesh))
+    host_state = lambda s: s
   else:
     step_fn = jit_train_step(gan)
     put = jax.device_put

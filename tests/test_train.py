@@ -76,9 +76,10 @@ def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run,
   jax.tree_util.tree_map(np.testing.assert_array_equal, state, straight_run[1])
 
 
-def test_pmap_training_matches_single_device_training(straight_run, tmp_path):
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_data_parallel_training_matches_single_device_training(straight_run, tmp_path, mode):
   c = ring_config(steps=4)
-  c.parallel = "pmap"
+  c.parallel = mode
   trainer.train(c, str(tmp_path))
   mapped = read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
   single = read_jsonl(os.path.join(straight_run[0], "metrics.jsonl"))[:4]
