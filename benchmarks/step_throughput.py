@@ -80,7 +80,6 @@ class Result:
   tflop_per_step: Optional[float]
   mfu: Optional[float]
   device: str
-  torch_img_per_sec: Optional[float] = None
 
 
 def build_gan(model: str, resolution: int, dtype: str, n_critic: int) -> GAN:
@@ -174,13 +173,13 @@ def markdown(results: List[Result]) -> str:
   """The results as a Markdown table."""
   fmt = lambda v, f: "n/a" if v is None else format(v, f)
   rows = ["| model | batch | dtype | img/s | ms/step | compile s | peak GiB | TFLOP/step | MFU "
-          "| torch img/s | device |", "|" + " --- |" * 11]
+          "| device |", "|" + " --- |" * 10]
   for r in results:
     rows.append(
         f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
         f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
         f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
-        f"{fmt(r.mfu, '.1%')} | {fmt(r.torch_img_per_sec, ',.0f')} | {r.device} |")
+        f"{fmt(r.mfu, '.1%')} | {r.device} |")
   return "\n".join(rows)
 
 
@@ -211,9 +210,6 @@ def _define_flags():
   flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
   flags.DEFINE_float("peak_tflops", None, "Override the device's peak TFLOP/s for the MFU.")
   flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON and Markdown go.")
-  flags.DEFINE_bool("compare_torch", False,
-                    "Also time the same DCGAN step in PyTorch (eager, channels-last, bf16 "
-                    "autocast for bfloat16) and report its img/s beside gax's.")
 
 
 def main(argv):
@@ -229,10 +225,6 @@ def main(argv):
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:
     raise app.UsageError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}.") from None
-  torch_bench = None
-  if FLAGS.compare_torch:
-    from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
-    torch_bench = torch_dcgan.measure
   logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
   results = []
   total = len(FLAGS.models) * len(batch_sizes) * len(FLAGS.dtypes)
@@ -242,10 +234,6 @@ def main(argv):
         logging.info("[%d/%d] %s batch %d %s ...", len(results) + 1, total, model, bs, dtype)
         r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup,
                     FLAGS.iters, FLAGS.repeats, FLAGS.peak_tflops)
-        if torch_bench is not None and model == "dcgan":
-          r.torch_img_per_sec = torch_bench(bs, dtype, FLAGS.resolution, FLAGS.n_critic,
-                                            FLAGS.warmup, FLAGS.iters, FLAGS.repeats)
-          logging.info("  gax / torch = %.2fx", r.img_per_sec / r.torch_img_per_sec)
         logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
                      r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
         results.append(r)
