@@ -29,6 +29,9 @@ Sources registered in `DATASETS`:
           or one written by `prepare_tfds_from_arrays` / `prepare_tfds_from_folder`) read
           from a local, already prepared `data_dir`. Never downloads: a missing dataset is a
           `FileNotFoundError` that says how to prepare it on a machine with network access.
+  stacked_digits: three digits stacked as RGB channels, 1000 modes (the stacked-MNIST
+          protocol of Metz et al. 2017 on the sklearn digits), built from the seed; labels
+          `100 d_R + 10 d_G + d_B`. `gax.metrics.stacked` counts the modes a generator covers.
 
 `array`, `folder` and `tfds` load the whole split once into host memory as uint8 (N * H * W *
 C bytes: MNIST 47 MB, CIFAR-10 154 MB, CelebA train at 64x64 2.0 GB, at its full 218x178 19 GB;
