@@ -18,7 +18,8 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from gax import trainer  # pylint: disable=g-import-not-at-top
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.mark_flags_as_required(["config", "workdir"])
 

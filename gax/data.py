@@ -141,7 +141,8 @@ class ArraySource:
     check_images(self.images, "ArraySource")
     if len(self.images) < self.batch_size:
       raise ValueError(
-          f"The dataset has {len(self.images)} examples, fewer than one batch of {self.batch_size}.")
+          f"The dataset has {len(self.images)} examples, fewer than one batch of "
+          f"{self.batch_size}.")
     if self.labels is None:
       if self.num_classes:
         raise ValueError(f"ArraySource: num_classes={self.num_classes} needs labels.")
@@ -184,7 +185,8 @@ def check_images(images: np.ndarray, what: str) -> None:
   if images.dtype != np.uint8:
     raise ValueError(f"{what}: images must be uint8 in [0, 255], got dtype {images.dtype}.")
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"{what}: images must have shape [N, H, W, C] with C in (1, 3), got {images.shape}.")
+    raise ValueError(f"{what}: images must have shape [N, H, W, C] with C in (1, 3), got "
+                     f"{images.shape}.")
 
 
 def check_labels(labels: np.ndarray, n: int, num_classes: Optional[int], what: str) -> np.ndarray:

@@ -45,7 +45,8 @@ class Registry(Generic[T]):
       close = difflib.get_close_matches(str(name), self._entries, n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
       raise KeyError(
-          f"Unknown {self.kind} {name!r}.{hint} Known {self.kind} names: {', '.join(sorted(self._entries))}."
+          f"Unknown {self.kind} {name!r}.{hint} Known {self.kind} names: "
+          f"{', '.join(sorted(self._entries))}."
       ) from None
 
   def build(self, name: str, **kwargs: Any) -> Any:

@@ -351,9 +351,12 @@ def generate(gan: GAN, g: PlayerState, z: Array, labels: Optional[Array] = None,
 def sampling_params(g: PlayerState) -> Any:
   """The params to sample with: the moving average of `gax.transforms.ema_params` when G's
   optimizer keeps one (the `g_ema` trick), else the trained params."""
-  found = [s for s in jax.tree_util.tree_leaves(
-      g.opt_state, is_leaf=lambda x: isinstance(x, EmaParamsState)) if isinstance(s, EmaParamsState)]
-  return found[0].ema if len(found) == 1 else g.params
+  is_ema = lambda x: isinstance(x, EmaParamsState)
+  found = [s for s in jax.tree_util.tree_leaves(g.opt_state, is_leaf=is_ema) if is_ema(s)]
+  if len(found) > 1:
+    raise ValueError(f"G's optimizer keeps {len(found)} EMAs of its params; which one to "
+                     "sample with is ambiguous.")
+  return found[0].ema if found else g.params
 
 
 def sampling_player(g: PlayerState) -> PlayerState:
@@ -543,7 +546,8 @@ def train_step(gan: GAN, state: GANState, batch: Any) -> Tuple[GANState, Metrics
   batch, labels = split_batch(batch)
   if batch.ndim < 2 or batch.shape[0] != gan.n_critic:
     raise ValueError(
-        f"train_step expects a batch of shape [n_critic={gan.n_critic}, B, ...]; got {batch.shape}.")
+        f"train_step expects a batch of shape [n_critic={gan.n_critic}, B, ...]; got "
+        f"{batch.shape}.")
   if not gan.conditional:
     labels = None
   elif labels is None:
@@ -593,7 +597,8 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
   g_vars = gan.generator.init(g_key, jnp.zeros((2, gan.latent_dim), jnp.float32), train=False,
                               **g_kw)
   out = jax.eval_shape(
-      lambda v: apply_model(gan.generator, v["params"], {k: x for k, x in v.items() if k != "params"},
+      lambda v: apply_model(gan.generator, v["params"],
+                            {k: x for k, x in v.items() if k != "params"},
                             jnp.zeros((2, gan.latent_dim)), False, g_key, labels)[0], g_vars)
   if tuple(out.shape[1:]) != tuple(data_shape):
     raise ValueError(

@@ -14,11 +14,12 @@ embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, 
 
 `resnet` is the SNGAN-style ResNet pair (`gax.models.resnet`), unconditional.
 
-The DCGAN and MLP factories take GAN-trick options (normalisation, minibatch features, generator noise and
-dropout, up/downsampling) whose defaults are the plain architectures; the layers are in
-`gax.layers` and the options are described in `gax.models.dcgan` and `gax.models.mlp`. A
-generator with `g_dropout > 0` needs a `dropout` RNG even when sampling, and one with
-`g_noise_std > 0` a `noise` RNG in train mode: pass `key` to `gax.steps.apply_model`.
+The DCGAN and MLP factories take GAN-trick options (normalisation, minibatch features,
+generator noise and dropout, up/downsampling) whose defaults are the plain architectures;
+the layers are in `gax.layers` and the options are described in `gax.models.dcgan` and
+`gax.models.mlp`. A generator with `g_dropout > 0` needs a `dropout` RNG even when sampling,
+and one with `g_noise_std > 0` a `noise` RNG in train mode: pass `key` to
+`gax.steps.apply_model`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
     class_map_resize: "nearest" | "bilinear" resizing of D's class map to the input size.
   """
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
-    raise ValueError(f"DCGAN needs square images (H, W, C) with H == W; data has {tuple(data_shape)}.")
+    raise ValueError(f"DCGAN needs square images (H, W, C) with H == W; data has "
+                     f"{tuple(data_shape)}.")
   check_option("g_norm", g_norm, DCGAN_G_NORMS)
   check_option("d_norm", d_norm, D_NORMS)
   check_option("upsample", upsample, UPSAMPLE)
@@ -153,7 +155,8 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
     d_class_dim: size of D's learned class vector appended to its input ("concat").
   """
   if len(data_shape) != 1:
-    raise ValueError(f"The MLP model needs vector data of shape (dim,); data has {tuple(data_shape)}.")
+    raise ValueError(f"The MLP model needs vector data of shape (dim,); data has "
+                     f"{tuple(data_shape)}.")
   check_option("g_norm", g_norm, MLP_G_NORMS)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim)

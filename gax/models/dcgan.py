@@ -85,7 +85,8 @@ def num_stages(resolution: int) -> int:
     k += 1
   if r != 4 or k < 1:
     raise ValueError(
-        f"DCGAN resolution must be 4 * 2^k with k >= 1 (8, 16, 32, 64, 128, ...); got {resolution}.")
+        f"DCGAN resolution must be 4 * 2^k with k >= 1 (8, 16, 32, 64, 128, ...); got "
+        f"{resolution}.")
   return k
 
 
