@@ -12,23 +12,16 @@ samples (paper sec. 3). The sample grids have 10 rows of 10: row i shows digit i
   python experiments/sample.py --workdir=runs/acgan --num=100 --label=3 --out=threes.npy
 """
 
-from gax.builders import base_config
+from experiments.configs import dcgan_digits
 
 
 def get_config():
-  c = base_config()
-  c.data = {"name": "digits", "batch_size": 64, "image_size": 16, "labels": True}
-  c.model = {"name": "dcgan", "width": 32, "dtype": "float32", "num_classes": 10,
-             "conditioning": "auxiliary", "g_class_dim": 16, "aux_weight": 1.0}
-  c.latent.dim = 100
-  c.latent.distribution = "gaussian"
-  c.loss = "non_saturating"
-  # Adam, lr 2e-4, beta1 0.5, as in DCGAN and the AC-GAN paper's appendix.
-  c.optimizer.g.learning_rate = 2e-4
-  c.optimizer.d.learning_rate = 2e-4
-  c.train.steps = 3000
-  c.train.log_every = 100
-  c.train.sample_every = 1000
-  c.train.checkpoint_every = 1000
+  c = dcgan_digits.get_config()
+  # Adam, lr 2e-4, beta1 0.5 (dcgan_digits), as in the AC-GAN paper's appendix.
+  c.data.labels = True
+  c.model.num_classes = 10
+  c.model.conditioning = "auxiliary"
+  c.model.g_class_dim = 16
+  c.model.aux_weight = 1.0
   c.train.num_samples = 100  # a 10 x 10 grid, one row per digit
   return c

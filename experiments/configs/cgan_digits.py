@@ -9,23 +9,16 @@ as `d_class_dim` extra channels. D scores real digits with their labels and fake
 labels they were generated for. The sample grids have 10 rows of 10: row i shows digit i.
 """
 
-from gax.builders import base_config
+from experiments.configs import dcgan_digits
 
 
 def get_config():
-  c = base_config()
-  c.data = {"name": "digits", "batch_size": 64, "image_size": 16, "labels": True}
-  c.model = {"name": "dcgan", "width": 32, "dtype": "float32", "num_classes": 10,
-             "conditioning": "concat", "g_class_dim": 16, "d_class_dim": 4,
-             "class_map_resize": "nearest"}
-  c.latent.dim = 100
-  c.latent.distribution = "gaussian"
-  c.loss = "non_saturating"
-  c.optimizer.g.learning_rate = 2e-4
-  c.optimizer.d.learning_rate = 2e-4
-  c.train.steps = 3000
-  c.train.log_every = 100
-  c.train.sample_every = 1000
-  c.train.checkpoint_every = 1000
+  c = dcgan_digits.get_config()
+  c.data.labels = True
+  c.model.num_classes = 10
+  c.model.conditioning = "concat"
+  c.model.g_class_dim = 16
+  c.model.d_class_dim = 4
+  c.model.class_map_resize = "nearest"
   c.train.num_samples = 100  # a 10 x 10 grid, one row per digit
   return c
