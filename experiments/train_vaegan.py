@@ -11,7 +11,6 @@ resumption is exact, since the PRNG key is in the state and the data is random a
 resumed run whose config differs outside `train` is refused.
 """
 
-import datetime
 import json
 import math
 import os
@@ -27,14 +26,13 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from gax import data as data_lib, models, trainer, visualize  # pylint: disable=g-import-not-at-top
-from gax.builders import compatibility_diff  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.optimizers import build_optimizer  # pylint: disable=g-import-not-at-top
 from gax.steps import apply_model  # pylint: disable=g-import-not-at-top
 from gax.vaegan import (VAEGAN, DCGANEncoder, init_vaegan_state,  # pylint: disable=g-import-not-at-top
                         jit_vaegan_train_step, reconstruct)
 
-CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
 _BUILT = {}  # config (less `train`) as JSON -> (model, source, jitted step): compile once
 
 
@@ -65,28 +63,6 @@ def build(config):
   return model, source
 
 
-def _check_or_write_config(workdir, cfg, has_checkpoint):
-  path = os.path.join(workdir, CONFIG_FILE)
-  if has_checkpoint and os.path.exists(path):
-    with open(path) as f:
-      diffs = compatibility_diff(json.load(f), cfg)
-    if diffs:
-      raise ValueError(f"{workdir} holds checkpoints of a run with another config; differences "
-                       f"(saved -> given): {'; '.join(diffs)}. Use a new --workdir.")
-  with open(path, "w") as f:
-    json.dump(cfg, f, indent=2, sort_keys=True)
-
-
-def _truncate_metrics(path, last_step):
-  """Drops records logged after `last_step` (by a run that crashed before checkpointing)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    kept = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
-  with open(path, "w") as f:
-    f.writelines(kept)
-
-
 def _write_samples(workdir, step, model, state, z, real):
   out = os.path.join(workdir, "samples")
   os.makedirs(out, exist_ok=True)
@@ -107,14 +83,14 @@ def train(config, workdir):
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       max_to_keep=int(tc.get("keep_checkpoints", 3)))
   try:
-    _check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
+    trainer.check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
     state = init_vaegan_state(model, jax.random.PRNGKey(config.seed), source.element_shape)
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       logging.info("Resumed from step %d.", int(state.step))
     start, total = int(state.step), int(tc.steps)
     metrics_path = os.path.join(workdir, METRICS_FILE)
-    _truncate_metrics(metrics_path, start)
+    trainer.truncate_jsonl(metrics_path, start)
     n = int(tc.get("num_samples", 64))
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (n, model.latent_dim))
     real = np.asarray(source.get(0)[0][:n])  # a fixed real batch to reconstruct
@@ -133,7 +109,7 @@ def train(config, workdir):
           rate = (done - t_start) / max(time.time() - t0, 1e-9)
           mf.write(json.dumps({"step": done, **m, "steps_per_s": rate}) + "\n")
           mf.flush()
-          eta = datetime.timedelta(seconds=int((total - done) / max(rate, 1e-9)))
+          eta = trainer.format_eta((total - done) / max(rate, 1e-9))
           logging.info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
                        100 * done / total, " ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())),
                        rate, eta)

@@ -56,7 +56,9 @@ class WorkdirConfigMismatch(ValueError):
   """The work directory holds a run of a different config."""
 
 
-def _check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bool) -> None:
+def check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bool) -> None:
+  """Writes `cfg` as the work directory's config.json, refusing (`WorkdirConfigMismatch`)
+  when the directory holds checkpoints of a run whose saved config differs."""
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path) and has_checkpoint:
     with open(path) as f:
@@ -71,7 +73,7 @@ def _check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bo
     json.dump(cfg, f, indent=2, sort_keys=True)
 
 
-def _truncate_jsonl(path: str, last_step: int) -> None:
+def truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records logged after `last_step` (by a run that crashed before checkpointing)."""
   if not os.path.exists(path):
     return
@@ -198,7 +200,8 @@ def grid_labels(gan: GAN, num: int) -> Optional[np.ndarray]:
   return ((np.arange(num) // ncols) % gan.num_classes).astype(np.int32)
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
+  """Seconds as `H:MM:SS` (negative counts as 0)."""
   return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
@@ -234,7 +237,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   total = int(tc.steps)
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(tc.keep_checkpoints))
-  _check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
+  check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
 
   use_pmap = config.parallel == "pmap"
   n_dev = {"pmap": jax.local_device_count(), "mesh": jax.device_count()}.get(config.parallel, 1)
@@ -253,7 +256,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     logging.info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
   for name in (METRICS_FILE, EVAL_FILE, ALARMS_FILE):
-    _truncate_jsonl(os.path.join(workdir, name), start)
+    truncate_jsonl(os.path.join(workdir, name), start)
   if start >= total:
     logging.info("Nothing to do: the run is at step %d of %d.", start, total)
     ckpt.close()
@@ -330,7 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         metrics_file.flush()
         logging.info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
                      100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
-                     rate, _format_eta((total - done) / max(rate, 1e-9)))
+                     rate, format_eta((total - done) / max(rate, 1e-9)))
         t_last, last_logged = now, done
         monitor.check(alarms)  # raises MonitorStop for a kind in config.monitor.stop_on
       if every(tc.sample_every, done):
