@@ -45,9 +45,17 @@ def draw_global(sampler: Callable[[jax.Array, Sequence[int]], jax.Array], key: j
   if axis_name is None:
     return sampler(key, tuple(shape))
   n = jax.lax.psum(1, axis_name)
+  return local_rows(sampler(key, (n * shape[0], *shape[1:])), shape[0], axis_name)
+
+
+def local_rows(x: jax.Array, local: int, axis_name: Optional[str]) -> jax.Array:
+  """This device's `local` rows of a global-batch array `x` (device i takes rows
+  `[i * local, (i + 1) * local)`, the split `gax.parallel.shard_batch` makes); `x` itself
+  outside `pmap`."""
+  if axis_name is None:
+    return x
   i = jax.lax.axis_index(axis_name)
-  x = sampler(key, (n * shape[0], *shape[1:]))
-  return jax.lax.dynamic_slice_in_dim(x, i * shape[0], shape[0])
+  return jax.lax.dynamic_slice_in_dim(x, i * local, local)
 
 
 def slerp(z0: jax.Array, z1: jax.Array, t: jax.Array | float) -> jax.Array:

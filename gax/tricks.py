@@ -171,10 +171,7 @@ class ExperienceReplay(Hook):
 
     def mix(old, new):  # this device's rows of the mixed global batch
       mixed = jnp.where(use_old.reshape((n,) + (1,) * (new.ndim - 1)), old, new)
-      if ctx.axis_name is not None:
-        i = jax.lax.axis_index(ctx.axis_name)
-        mixed = jax.lax.dynamic_slice_in_dim(mixed, i * local, local)
-      return mixed
+      return noise.local_rows(mixed, local, ctx.axis_name)
 
     mixed = mix(st["buffer"][idx], everyone)
     rows = (st["position"] + jnp.arange(n)) % self.size
