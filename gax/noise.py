@@ -98,3 +98,11 @@ def slerp(z0: jax.Array, z1: jax.Array, t: jax.Array | float) -> jax.Array:
   w0 = jnp.where(linear, 1.0 - t, jnp.sin((1.0 - t) * omega) / safe_sin)
   w1 = jnp.where(linear, t, jnp.sin(t * omega) / safe_sin)
   return w0 * z0 + w1 * z1
+
+
+def per_device_key(key: jax.Array, axis_name: Optional[str]) -> jax.Array:
+  """`key` folded with the device index under `pmap`, so each device draws independent values
+  (G's dropout and noise layers); `key` itself outside `pmap`."""
+  if axis_name is None:
+    return key
+  return jax.random.fold_in(key, jax.lax.axis_index(axis_name))

@@ -27,8 +27,7 @@ DEFAULT_AXIS = "batch"
 def device_axis_sharding(devices: Optional[Sequence[jax.Device]] = None) -> NamedSharding:
   """Sharding that splits an array's leading axis over `devices` (default: local devices),
   the layout `pmap` expects for its mapped inputs."""
-  devices = list(devices or jax.local_devices())
-  return NamedSharding(Mesh(np.array(devices), (DEFAULT_AXIS,)), PartitionSpec(DEFAULT_AXIS))
+  return NamedSharding(make_mesh(devices or jax.local_devices()), PartitionSpec(DEFAULT_AXIS))
 
 
 def replicate(tree: Any, devices: Optional[Sequence[jax.Device]] = None) -> Any:

@@ -232,13 +232,6 @@ _G_RNG, _LOSS_RNG, _HOOK_RNG, _LABEL_RNG = 1_000, 2_000, 3_000, 4_000
 FAKE_SIDE_PENALTIES = frozenset({"r2"})
 
 
-def _device_key(gan: GAN, key: Array) -> Array:
-  """A key distinct per device under `pmap` (for dropout/noise layers of G); `key` otherwise."""
-  if gan.axis_name is None:
-    return key
-  return jax.random.fold_in(key, jax.lax.axis_index(gan.axis_name))
-
-
 def apply_model(module: nn.Module, params: Any, model_state: Any, x: Array, train: bool,
                 key: Optional[Array] = None, labels: Optional[Array] = None) -> Tuple[Any, Any]:
   """Runs a Flax module; returns `(output, new_model_state)`.
@@ -414,7 +407,7 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array,
   for h in gan.hooks:
     g_params = h.generator_for_d(tricks.get(h.name), g_params, ctx)
   fake = generate(gan, state.g.replace(params=g_params), z, fake_labels, train=True,
-                  key=_device_key(gan, jax.random.fold_in(key, _G_RNG)))
+                  key=noise.per_device_key(jax.random.fold_in(key, _G_RNG), gan.axis_name))
   fake = jax.lax.stop_gradient(fake)
   _check_fake_matches_real(fake, real)
   for i, h in enumerate(gan.hooks):
@@ -487,7 +480,7 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array,
   for h in gan.hooks:
     d_params = h.discriminator_for_g(tricks.get(h.name), d_params, ctx)
   d_params, _ = _transform_d_params(gan, tricks, d_params, update=False)
-  g_key = _device_key(gan, jax.random.fold_in(key, _G_RNG))
+  g_key = noise.per_device_key(jax.random.fold_in(key, _G_RNG), gan.axis_name)
   d_of = lambda x, labels: _d_out(gan, apply_model(
       gan.discriminator, d_params, d.model_state, x, True, labels=_d_labels(gan, labels))[0])
 

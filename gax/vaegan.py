@@ -284,13 +284,6 @@ def _draw(model: VAEGAN, key: Array, batch_size: int) -> Array:
   return noise.draw_global(noise.gaussian, key, (batch_size, model.latent_dim), model.axis_name)
 
 
-def _device_key(model: VAEGAN, key: Array) -> Array:
-  """A key distinct per device under `pmap` (G's dropout/noise layers); `key` otherwise."""
-  if model.axis_name is None:
-    return key
-  return jax.random.fold_in(key, jax.lax.axis_index(model.axis_name))
-
-
 def _discriminate(model: VAEGAN, params: Any, model_state: Any, x: Array,
                   features: bool) -> Tuple[Array, Optional[Array], Any]:
   """D on `x` in train mode: `(logits, features or None, new_model_state)`."""
@@ -415,7 +408,7 @@ def vaegan_train_step(model: VAEGAN, state: VAEGANState, batch: Array
   x = to_model_input(batch)
   eps = _draw(model, eps_key, x.shape[0])
   z_prior = _draw(model, prior_key, x.shape[0])
-  g_key = _device_key(model, g_key)
+  g_key = noise.per_device_key(g_key, model.axis_name)
   _check_batch(model, state, x, z_prior, g_key)
   f = vaegan_losses(model, state, x, eps, z_prior, g_key)
   losses, vjp, (model_states, metrics) = jax.vjp(
