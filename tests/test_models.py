@@ -170,8 +170,10 @@ def test_mlp_options_build_and_run_in_train_and_eval_mode(options):
   _check_pair("mlp", (2,), {"g_hidden": (8, 8), "d_hidden": (8,), **options})
 
 
-@pytest.mark.parametrize("name,shape,extra", [("dcgan", SHAPE16, {"width": 4}),
-                                              ("mlp", (2,), {"g_hidden": (8,)})])
+TINY_GENERATORS = [("dcgan", SHAPE16, {"width": 4}), ("mlp", (2,), {"g_hidden": (8,)})]
+
+
+@pytest.mark.parametrize("name,shape,extra", TINY_GENERATORS)
 def test_generator_dropout_is_on_at_sample_time_and_needs_a_key(name, shape, extra):
   g, _ = models.MODELS.build(name, data_shape=shape, g_dropout=0.5, **extra)
   z = jnp.ones((2, 6))
@@ -184,8 +186,7 @@ def test_generator_dropout_is_on_at_sample_time_and_needs_a_key(name, shape, ext
     apply_model(g, params, ms, z, False)
 
 
-@pytest.mark.parametrize("name,shape,extra", [("dcgan", SHAPE16, {"width": 4}),
-                                              ("mlp", (2,), {"g_hidden": (8,)})])
+@pytest.mark.parametrize("name,shape,extra", TINY_GENERATORS)
 def test_generator_noise_is_train_mode_only(name, shape, extra):
   g, _ = models.MODELS.build(name, data_shape=shape, g_noise_std=0.5, **extra)
   z = jnp.ones((2, 6))
