@@ -6,6 +6,10 @@ source, and scores a generator state against the real data:
 * 2D Gaussian mixtures (`ring`, `grid`): `gax.metrics.mode_coverage` of `MIXTURE_SAMPLES` =
   2500 samples, the protocol of VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018):
   `modes_covered`, `hq_fraction`, `reverse_kl`.
+* Stacked digits (`data.name="stacked_digits"`): the image metrics below with the
+  `gax.metrics.stacked.stacked_extractor` of a digits classifier, plus the 1000-mode count of
+  Metz et al. 2017 / VEEGAN / PacGAN: `modes_covered` and `reverse_kl` over the digit triples
+  (the papers count 25,600 samples: set `eval.num_samples` to match).
 * Images: FID (Heusel et al. 2017) always, and on request (`eval.metrics`) KID (Bińkowski et
   al. 2018), the Inception Score (Salimans et al. 2016) and improved precision/recall
   (Kynkäänniemi et al. 2019), from `num_samples` generated images. The feature network
@@ -61,6 +65,7 @@ from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource
 from gax.metrics import classifier as classifier_lib
 from gax.metrics import features as features_lib
+from gax.metrics import stacked as stacked_lib
 from gax.metrics.fid import FeatureStats, fid_from_stats
 from gax.metrics.inception_score import inception_score_from_logits
 from gax.metrics.kid import kid_from_features
@@ -86,6 +91,7 @@ IS_SPLITS = 10  # as in Salimans et al.'s code
 FEATURES = ("classifier", "inception_v3")
 IMAGE_METRICS = ("fid", "kid", "is", "pr")  # eval.metrics; "pr" = precision and recall
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
+STACKED_RESULTS = ("modes_covered", "reverse_kl")  # of the 1000 stacked-digits modes
 
 # Which way is better, for every metric `eval.best_metric` can name.
 METRIC_DIRECTIONS = {
@@ -309,9 +315,11 @@ class Evaluator:
     if isinstance(source, MixtureSource):
       resolve_best_metric(settings, MIXTURE_RESULTS, "mixture")  # checked before any work
       return ModeCoverageEvaluator(settings, source)
-    resolve_best_metric(settings, image_results(settings.metrics), "images")
+    name = _dataset_name(config, tfds=False)
+    resolve_best_metric(settings, image_results(settings.metrics, name == "stacked_digits"),
+                        "images")
     return ImageEvaluator(settings, source, workdir, dataset=_dataset_name(config),
-                          digits=_dataset_name(config, tfds=False) == "digits")
+                          digits=name == "digits", stacked=name == "stacked_digits")
 
 
 def _dataset_name(config: Any, tfds: bool = True) -> str:
@@ -323,10 +331,12 @@ def _dataset_name(config: Any, tfds: bool = True) -> str:
   return str((tfds and data.get("dataset")) or data.get("name") or "data")
 
 
-def image_results(metrics: Sequence[str]) -> Tuple[str, ...]:
-  """The ranked result keys of image `metrics` ("pr" gives precision and recall)."""
+def image_results(metrics: Sequence[str], stacked: bool = False) -> Tuple[str, ...]:
+  """The ranked result keys of image `metrics` ("pr" gives precision and recall), and with
+  `stacked` (stacked-digits data) the mode count's `STACKED_RESULTS`."""
   return tuple(m for name in _parse_metrics(metrics)
-               for m in (("precision", "recall") if name == "pr" else (name,)))
+               for m in (("precision", "recall") if name == "pr" else (name,))) + (
+                   STACKED_RESULTS if stacked else ())
 
 
 def resolve_best_metric(settings: EvalSettings, produced: Sequence[str],
@@ -384,13 +394,14 @@ class ImageEvaluator(Evaluator):
   kind = "images"
 
   def __init__(self, settings: EvalSettings, source: Any, workdir: str, dataset: str = "data",
-               digits: bool = False):
+               digits: bool = False, stacked: bool = False):
     self.settings = settings
     images = getattr(source, "images", None)
     if images is None:
       raise ValueError(f"Image evaluation needs the real images of the data source "
                        f"({type(source).__name__} has no .images).")
-    self.metrics = image_results(settings.metrics)
+    self.metrics = image_results(settings.metrics, stacked)
+    self.stacked = stacked
     self.classifier_path: Optional[str] = None
     if settings.features == "inception_v3":
       self.extractor, fingerprint = _inception(settings.inception_path)
@@ -398,7 +409,7 @@ class ImageEvaluator(Evaluator):
       self.classifier_path = os.path.abspath(
           settings.classifier_path or os.path.join(workdir, CLASSIFIER_FILE))
       self.extractor, fingerprint = _classifier(self.classifier_path, source, dataset, digits,
-                                                settings.classifier_steps)
+                                                settings.classifier_steps, stacked)
     self.extractor.check_images(images[:1])
     if "is" in settings.metrics and not self.extractor.num_classes:
       raise ValueError(f"eval.metrics has 'is' but {self.extractor.name} has no logits.")
@@ -420,7 +431,7 @@ class ImageEvaluator(Evaluator):
       stats.update(f)
       if want & {"kid", "pr"}:
         feats.append(f)
-      if "is" in want:
+      if "is" in want or self.stacked:
         logits.append(l)
     result: Dict[str, Any] = {"fid": fid_from_stats(self.reference, stats)}
     fake = np.concatenate(feats) if feats else None
@@ -434,6 +445,10 @@ class ImageEvaluator(Evaluator):
           np.concatenate(logits), splits=min(IS_SPLITS, n))
     if "pr" in want:
       result["precision"], result["recall"] = precision_recall_from_features(real, fake)
+    if self.stacked:
+      modes = stacked_lib.mode_statistics_from_logits(np.concatenate(logits))
+      result.update(modes_covered=modes["modes"], modes=stacked_lib.NUM_MODES,
+                    reverse_kl=modes["reverse_kl"])
     result.update(num_samples=n, features=self.extractor.name)
     return result
 
@@ -445,6 +460,9 @@ class ImageEvaluator(Evaluator):
       parts.append(f"IS {result['is']:.3f}±{result['is_std']:.3f}")
     if "precision" in result:
       parts.append(f"precision {result['precision']:.3f} recall {result['recall']:.3f}")
+    if "modes_covered" in result:
+      parts.append(f"modes {result['modes_covered']}/{result['modes']}, reverse KL "
+                   f"{result['reverse_kl']:.3f}")
     return f"{', '.join(parts)} ({result['num_samples']} samples, {result['features']})"
 
 
@@ -470,12 +488,20 @@ def _inception(path: str) -> Tuple[features_lib.FeatureExtractor, str]:
   return features_lib.inception_v3_from_variables(variables), _fingerprint(variables)
 
 
-def _classifier(path: str, source: Any, dataset: str, digits: bool,
-                steps: int) -> Tuple[features_lib.FeatureExtractor, str]:
+def _classifier(path: str, source: Any, dataset: str, digits: bool, steps: int,
+                stacked: bool = False) -> Tuple[features_lib.FeatureExtractor, str]:
   """The classifier at `path`, or when absent one trained (and saved there) on `source`'s
   images and labels; for the digits dataset on all digits (`digits_classifier`), whose labels
-  the source may not carry."""
+  the source may not carry; for stacked digits a digits classifier applied to every channel
+  (`gax.metrics.stacked.stacked_extractor`)."""
   shape = tuple(int(d) for d in source.images.shape[1:])
+  if stacked:
+    t0 = time.time()
+    existed = os.path.isfile(path)
+    clf = classifier_lib.digits_classifier(shape[0], steps=steps, cache_path=path)
+    logging.info("Evaluation: stacked-digits classifier %s %s %s (%.1fs)", clf.name,
+                 "from" if existed else "trained, saved to", path, time.time() - t0)
+    return stacked_lib.stacked_extractor(clf), _fingerprint(clf.variables)
   if os.path.isfile(path):
     clf = classifier_lib.load_classifier(path)
     logging.info("Evaluation: classifier %s from %s", clf.name, path)

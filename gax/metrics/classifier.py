@@ -77,7 +77,7 @@ class Classifier:
 
   def extractor(self) -> FeatureExtractor:
     """The `FeatureExtractor`: penultimate features `[B, hidden]` and logits."""
-    apply = _apply_fn(self.model.num_classes, tuple(self.model.widths), self.model.hidden)
+    apply = apply_fn(self.model.num_classes, tuple(self.model.widths), self.model.hidden)
     return make_feature_extractor(
         f"classifier:{self.name}", apply, self.variables, self.model.hidden,
         self.model.num_classes, image_shape=self.image_shape, channels=self.image_shape[-1])
@@ -94,8 +94,9 @@ class Classifier:
 
 
 @functools.lru_cache(maxsize=None)
-def _apply_fn(num_classes: int, widths: Tuple[int, ...], hidden: int):
-  # One apply function per architecture, so extractors of equal networks share compilations.
+def apply_fn(num_classes: int, widths: Tuple[int, ...], hidden: int):
+  """`SmallCNN(num_classes, widths, hidden).apply`, one function per architecture, so the
+  extractors of equal networks share their compilations."""
   return SmallCNN(num_classes, widths, hidden).apply
 
 

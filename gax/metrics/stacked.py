@@ -20,9 +20,14 @@ Here the digits are sklearn's (`gax.data.stacked_digits`), and the classifier is
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from gax.metrics.features import FeatureExtractor, make_feature_extractor
 
 NUM_DIGITS = 10
 NUM_MODES = NUM_DIGITS ** 3
@@ -103,3 +108,54 @@ def digits_channel_classifier(image_size: int = 16, cache_path: Optional[str] = 
     return clf.predict(images, batch_size)
 
   return classify
+
+
+@functools.lru_cache(maxsize=None)
+def _stacked_apply(channel_apply: Callable[..., Any]) -> Callable[..., Any]:
+  """`(variables, x [B, S, S, 3]) -> (features [B, 3F], logits [B, 1000])` of a per-channel
+  digit classifier `channel_apply(variables, x [M, S, S, 1]) -> (features, logits [M, 10])`."""
+
+  def apply(variables, x):
+    b = x.shape[0]
+    channels = jnp.moveaxis(x, -1, 0).reshape(3 * b, *x.shape[1:3], 1)  # R of all, G, B
+    feats, logits = channel_apply(variables, channels)
+    feats = jnp.moveaxis(feats.reshape(3, b, -1), 0, 1).reshape(b, -1)
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(3, b, NUM_DIGITS)
+    # log p(triple) = log p_R(d_R) + log p_G(d_G) + log p_B(d_B), flattened as 100 d_R + 10 d_G
+    # + d_B: its argmax is the triple of the per-channel argmaxes (`mode_ids`).
+    joint = lp[0][:, :, None, None] + lp[1][:, None, :, None] + lp[2][:, None, None, :]
+    return feats, joint.reshape(b, NUM_MODES)
+
+  return apply
+
+
+def stacked_extractor(classifier: Any) -> FeatureExtractor:
+  """The feature network of stacked-digit images built from a single-digit `classifier`
+  (`gax.metrics.classifier.Classifier` on `[S, S, 1]` digits with 10 classes).
+
+  Features: the classifier's features of the R, G and B channels, concatenated (`3 F`).
+  Logits: the log-probabilities of the 1000 digit triples under independent per-channel
+  predictions, index `100 d_R + 10 d_G + d_B`, so `argmax` is the mode of `mode_ids` and the
+  Inception Score is taken over the 1000 modes.
+  """
+  h, w, c = classifier.image_shape
+  if c != 1 or classifier.model.num_classes != NUM_DIGITS:
+    raise ValueError(f"stacked_extractor needs a single-channel 10-digit classifier, got "
+                     f"{classifier.name} on {classifier.image_shape} images with "
+                     f"{classifier.model.num_classes} classes.")
+  from gax.metrics.classifier import apply_fn  # pylint: disable=g-import-not-at-top
+
+  m = classifier.model
+  channel_apply = apply_fn(m.num_classes, tuple(m.widths), m.hidden)
+  return make_feature_extractor(
+      f"stacked:classifier:{classifier.name}", _stacked_apply(channel_apply),
+      classifier.variables, 3 * classifier.model.hidden, NUM_MODES, image_shape=(h, w, 3),
+      channels=3)
+
+
+def mode_statistics_from_logits(logits: np.ndarray) -> Dict[str, Any]:
+  """`mode_statistics` of the argmax modes of `stacked_extractor` logits `[N, 1000]`."""
+  logits = np.asarray(logits)
+  if logits.ndim != 2 or logits.shape[1] != NUM_MODES:
+    raise ValueError(f"stacked logits must be [N, {NUM_MODES}], got {logits.shape}.")
+  return mode_statistics(np.argmax(logits, axis=-1))
