@@ -19,6 +19,9 @@ reads that stream and raises an `Alarm` when it sees the signature of a known GA
                                D with garbage"; with D still winning this can also be G
                                recovering, so it is a warning to look at the samples rather
                                than a diagnosis.
+  mode_collapse                an evaluation found fewer than `mode_collapse_fraction` of the
+                               data's modes covered (`modes_covered` of `modes`: the 2D
+                               mixtures and stacked digits; `Monitor.evaluation`).
 
 "Steadily" means a least-squares line through the window's G losses explains at least
 `g_trend_min_r2` of their variance and changes by at least `g_trend_min_change` over the
@@ -42,6 +45,7 @@ Usage (the trainer's config gets a `monitor` section):
 
   monitor = Monitor.from_config(config.get("monitor", {}), loss=config.loss)
   alarms = monitor.update(step, metrics)   # at every logged step
+  alarms = monitor.evaluation(step, result)  # at every evaluation (mode_collapse)
   monitor.check(alarms)                    # raises MonitorStop for a kind in stop_on
 """
 
@@ -60,8 +64,9 @@ EXPLODING_GRADIENTS = "exploding_gradients"
 D_LOSS_COLLAPSE = "d_loss_collapse"
 G_LOSS_RISING_WHILE_D_WINS = "g_loss_rising_while_d_wins"
 G_LOSS_FALLING_WHILE_D_WINS = "g_loss_falling_while_d_wins"
+MODE_COLLAPSE = "mode_collapse"
 KINDS = (NON_FINITE, EXPLODING_GRADIENTS, D_LOSS_COLLAPSE, G_LOSS_RISING_WHILE_D_WINS,
-         G_LOSS_FALLING_WHILE_D_WINS)
+         G_LOSS_FALLING_WHILE_D_WINS, MODE_COLLAPSE)
 _D_KINDS = frozenset({D_LOSS_COLLAPSE, G_LOSS_RISING_WHILE_D_WINS, G_LOSS_FALLING_WHILE_D_WINS})
 
 GRAD_NORM_KEYS = ("d_grad_norm", "g_grad_norm")
@@ -100,6 +105,8 @@ def monitor_config_defaults() -> Dict[str, Any]:
     g_trend_min_r2: the trend is steady when the line explains at least this fraction of the
       window's variance (in [0, 1]).
     g_trend_min_change: ... and changes G's loss by at least this over the window.
+    mode_collapse_fraction: `mode_collapse` fires when an evaluation covers fewer than this
+      fraction of the modes (in (0, 1]).
   """
   return {
       "watch": KINDS,
@@ -112,6 +119,7 @@ def monitor_config_defaults() -> Dict[str, Any]:
       "g_trend_window": 10,
       "g_trend_min_r2": 0.6,
       "g_trend_min_change": 0.1,
+      "mode_collapse_fraction": 0.5,
   }
 
 
@@ -209,13 +217,14 @@ class Monitor:
                d_loss_patience: int = 5, d_wins_loss: float = 0.0,
                d_wins_logit_gap: float = 4.0, g_trend_window: int = 10,
                g_trend_min_r2: float = 0.6, g_trend_min_change: float = 0.1,
-               loss: Optional[str] = None):
+               mode_collapse_fraction: float = 0.5, loss: Optional[str] = None):
     """Validates the options (as in `monitor_config_defaults`); `loss` is the run's loss name."""
     cfg = dict(watch=watch, stop_on=stop_on, grad_norm_max=grad_norm_max,
                d_loss_floor=d_loss_floor, d_loss_patience=d_loss_patience,
                d_wins_loss=d_wins_loss, d_wins_logit_gap=d_wins_logit_gap,
                g_trend_window=g_trend_window, g_trend_min_r2=g_trend_min_r2,
-               g_trend_min_change=g_trend_min_change)
+               g_trend_min_change=g_trend_min_change,
+               mode_collapse_fraction=mode_collapse_fraction)
     self.watch = _kinds("watch", cfg["watch"])
     self.stop_on = _kinds("stop_on", cfg["stop_on"])
     if not self.stop_on <= self.watch:
@@ -229,6 +238,7 @@ class Monitor:
     self.g_trend_window = _number(cfg, "g_trend_window", 3, low_inclusive=True, integer=True)
     self.g_trend_min_r2 = _number(cfg, "g_trend_min_r2", 0.0, 1.0, low_inclusive=True)
     self.g_trend_min_change = _number(cfg, "g_trend_min_change", 0.0, low_inclusive=True)
+    self.mode_collapse_fraction = _number(cfg, "mode_collapse_fraction", 0.0, 1.0)
     if loss is not None and not isinstance(loss, str):
       raise ValueError(f"loss must be a loss name or None, got {loss!r}.")
     self.loss = loss
@@ -248,6 +258,7 @@ class Monitor:
     self._g_losses: Deque[float] = collections.deque(maxlen=self.g_trend_window)
     self._d_won: Deque[bool] = collections.deque(maxlen=self.g_trend_window)
     self._last_step: Optional[int] = None
+    self._last_eval_step: Optional[int] = None
 
   @classmethod
   def from_config(cls, config: Any = None, loss: Optional[str] = None) -> "Monitor":
@@ -370,6 +381,31 @@ class Monitor:
         self._clear_run[kind] += 1
         self._active[kind] = self._clear_run[kind] < self._rearm_after[kind]
     return alarms
+
+  def evaluation(self, step: int, result: Mapping[str, Any]) -> List[Alarm]:
+    """Reads one evaluation result (`gax.evaluation`); returns `[mode_collapse alarm]` when
+    it covers fewer than `mode_collapse_fraction` of the modes and the previous evaluation
+    did not (one alarm per episode), else `[]`. Results without `modes_covered` and `modes`
+    (image metrics) are not judged."""
+    step = int(step)
+    if self._last_eval_step is not None and step <= self._last_eval_step:
+      raise ValueError(f"Monitor.evaluation got step {step} after step "
+                       f"{self._last_eval_step}: steps must increase.")
+    self._last_eval_step = step
+    covered, modes = result.get("modes_covered"), result.get("modes")
+    if MODE_COLLAPSE not in self.watch or covered is None or not modes:
+      return []
+    collapsed = covered < self.mode_collapse_fraction * modes
+    was = self._active[MODE_COLLAPSE]
+    self._active[MODE_COLLAPSE] = collapsed
+    if not collapsed or was:
+      return []
+    return [Alarm(
+        MODE_COLLAPSE, step,
+        f"{covered} of {modes} modes covered (< {self.mode_collapse_fraction:g} of them): G "
+        "has collapsed onto a few modes. Try minibatch discrimination or packing in D, an R1 "
+        "penalty, experience replay, or unrolling/more D steps.",
+        {"modes_covered": float(covered), "modes": float(modes)})]
 
   def check(self, alarms: Sequence[Alarm]) -> None:
     """Raises `MonitorStop` if any of `alarms` is of a kind in `stop_on`."""

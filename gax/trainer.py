@@ -346,9 +346,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         eval_file.write(json.dumps({"step": done, **result}) + "\n")
         eval_file.flush()
         logging.info("step %d: %s (%.1fs)", done, evaluator.describe(result), time.time() - t0)
+        eval_alarms = monitor.evaluation(done, result)
+        for alarm in eval_alarms:
+          logging.warning("Monitor: %s", alarm)
+          alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
+        alarms_file.flush()
         if best is not None and best.update(done, result, s):
           logging.info("step %d: new best %s = %.6g, saved to %s", done, best.metric,
                        result[best.metric], best.directory)
+        monitor.check(eval_alarms)
       if every(tc.checkpoint_every, done):
         ckpt.save(done, host_state(state))
   finally:

@@ -291,3 +291,30 @@ def test_equilibrium_d_losses_match_the_registered_losses():
     d = losses.get_loss(name).d
     values = jax.vmap(lambda c, d=d: d(jnp.full((4,), c), jnp.full((4,), c)))(logits)
     assert float(jnp.min(values)) == pytest.approx(mon.D_LOSS_AT_EQUILIBRIUM[name], abs=1e-5), name
+
+
+def test_mode_collapse_fires_once_per_episode_from_evaluations():
+  m = Monitor.from_config({"mode_collapse_fraction": 0.5})
+  ev = lambda step, covered, modes=8: m.evaluation(step, {"modes_covered": covered,
+                                                          "modes": modes})
+  assert ev(100, 8) == []
+  [alarm] = ev(200, 3)  # 3 < 0.5 * 8
+  assert (alarm.kind, alarm.step) == ("mode_collapse", 200)
+  assert alarm.values == {"modes_covered": 3.0, "modes": 8.0} and "3 of 8 modes" in alarm.message
+  assert ev(300, 2) == []  # the same episode
+  assert ev(400, 4) == []  # 4 = 0.5 * 8 is not below: recovered, re-armed
+  assert [a.kind for a in ev(500, 1)] == ["mode_collapse"]
+  assert m.evaluation(600, {"fid": 3.0}) == []  # image results are not judged
+  with pytest.raises(ValueError, match="steps must increase"):
+    m.evaluation(600, {"modes_covered": 8, "modes": 8})
+
+
+def test_mode_collapse_can_stop_training_and_be_unwatched():
+  m = Monitor.from_config({"stop_on": ["mode_collapse", "non_finite"]})
+  with pytest.raises(MonitorStop, match="mode_collapse"):
+    m.check(m.evaluation(10, {"modes_covered": 100, "modes": 1000}))
+  quiet = Monitor.from_config({"watch": ["non_finite"]})
+  assert quiet.evaluation(10, {"modes_covered": 0, "modes": 8}) == []
+  for bad in (0.0, 1.5, "half"):
+    with pytest.raises(ValueError, match="mode_collapse_fraction"):
+      Monitor.from_config({"mode_collapse_fraction": bad})

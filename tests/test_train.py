@@ -119,6 +119,20 @@ def test_a_monitor_alarm_is_logged_and_can_stop_the_run(tmp_path):
   assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
 
 
+def test_an_evaluation_with_few_modes_raises_the_mode_collapse_alarm(tmp_path):
+  from gax.monitor import MonitorStop  # pylint: disable=g-import-not-at-top
+  c = ring_config(steps=4, sample_every=2)
+  c.monitor.mode_collapse_fraction = 1.0  # fewer than all 8 modes counts as collapse
+  c.monitor.stop_on = ("mode_collapse",)
+  with pytest.raises(MonitorStop, match="mode_collapse"):
+    trainer.train(c, str(tmp_path))
+  [record] = read_jsonl(tmp_path / "eval.jsonl")
+  assert record["step"] == 2 and record["modes_covered"] < 8  # 2 steps cover few modes
+  [alarm] = read_jsonl(tmp_path / "alarms.jsonl")
+  assert (alarm["kind"], alarm["step"]) == ("mode_collapse", 2)
+  assert alarm["values"]["modes_covered"] == record["modes_covered"]
+
+
 def test_bad_config_values_are_clear_errors(tmp_path):
   c = ring_config()
   c.parallel = "tpu_magic"
