@@ -3,6 +3,11 @@
 Checkpoints are written asynchronously (training continues while the files are written)
 and atomically (a crash mid-write leaves no half checkpoint behind, only a temporary
 directory Orbax ignores). A checkpoint that cannot be read is an error, never skipped.
+
+With several processes (`gax.parallel.initialize_distributed`) every process must call `save`,
+`delete` and `close` of the same checkpoints in the same order: Orbax coordinates the hosts
+itself (process 0 finalises a checkpoint once all have written their part), so the directory
+must be one all processes see (a shared filesystem). Each process may `restore`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 class CheckpointError(RuntimeError):
@@ -36,8 +43,9 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    """Starts saving `state` as `step` (returns before the write finishes)."""
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    """Starts saving `state` as `step` (returns before the write finishes). With several
+    processes, call it on every process (see `global_replicas`)."""
+    self._manager.save(step, args=ocp.args.StandardSave(global_replicas(state)), force=True)
 
   def restore(self, template: Any, step: Optional[int] = None) -> Any:
     """Restores the checkpoint of `step` (default: latest) into `template`'s structure.
@@ -75,3 +83,25 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def global_replicas(tree: Any) -> Any:
+  """With several processes, every host-local `jax.Array` leaf of `tree` (an unreplicated pmap
+  state, a state on one device) as a global array replicated over all devices; other leaves,
+  and every leaf with one process, unchanged.
+
+  Orbax refuses host-local arrays in a multi-process save, since each host would write the
+  same array; a global replicated array is written once. Each process's leaf must hold the same
+  value, as every replicated gax state does.
+  """
+  if jax.process_count() == 1:
+    return tree
+  sharding = NamedSharding(Mesh(np.array(jax.devices()), ("replica",)), PartitionSpec())
+
+  def put(x):
+    if not isinstance(x, jax.Array) or not x.is_fully_addressable:
+      return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree_util.tree_map(put, tree)

@@ -20,6 +20,13 @@ holds the PRNG key and the data source is a function of the step, the resumed ru
 exactly the losses the uninterrupted run would have. Records logged after the restored step
 are dropped from the JSON-lines files, and the best checkpoint is chosen again from the kept
 evaluation records (see `gax.evaluation.BestCheckpoint`).
+
+Several processes (`gax.parallel.initialize_distributed`, `experiments/train.py
+--distributed`) run `train` together on one work directory that all of them see: process 0
+alone writes config.json, run.json, the JSON-lines files, samples and best.json, and logs
+progress; every process loads only its rows of each global batch (`gax.parallel.ProcessRows`)
+and takes part in the collective work: the train steps, sampling and evaluation of the global
+state, and the Orbax saves (`gax.checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import logging as stdlib_logging
 import math
 import os
+import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -56,9 +64,11 @@ class WorkdirConfigMismatch(ValueError):
   """The work directory holds a run of a different config."""
 
 
-def check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bool) -> None:
+def check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: bool,
+                          write: bool = True) -> None:
   """Writes `cfg` as the work directory's config.json, refusing (`WorkdirConfigMismatch`)
-  when the directory holds checkpoints of a run whose saved config differs."""
+  when the directory holds checkpoints of a run whose saved config differs; with `write=False`
+  only checks (every process of a multi-process run checks, process 0 writes)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path) and has_checkpoint:
     with open(path) as f:
@@ -69,6 +79,8 @@ def check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: boo
           f"{workdir} holds checkpoints of a run with another config, so it cannot be resumed "
           f"with this one. Differences (saved -> given): {'; '.join(diffs)}. Use a new --workdir, "
           "or pass the saved config's values.")
+  if not write:
+    return
   with open(path, "w") as f:
     json.dump(cfg, f, indent=2, sort_keys=True)
 
@@ -235,30 +247,50 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   builders.validate_config(config)
   tc = config.train
   total = int(tc.steps)
+  # Several processes: all run this function in step (same branches, same collectives);
+  # `main` (process 0) alone writes the work directory's files and logs.
+  n_proc = jax.process_count()
+  main = jax.process_index() == 0
+  info = logging.info if main else (lambda *args: None)
+  warn = logging.warning if main else (lambda *args: None)
+  if n_proc > 1 and config.parallel == "none":
+    raise ValueError(f"config.parallel='none' trains on one device, but this run has {n_proc} "
+                     "processes (--distributed); use config.parallel='mesh' (or 'pmap').")
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(tc.keep_checkpoints))
-  check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
+  has_checkpoint = ckpt.latest_step() is not None
+  check_or_write_config(workdir, config.to_dict(), has_checkpoint, write=n_proc == 1)
+  if n_proc > 1:  # process 0 rewrites config.json once every process has compared it
+    parallel.sync_processes("gax.trainer: config checked")
+    if main:
+      check_or_write_config(workdir, config.to_dict(), has_checkpoint)
 
   use_pmap = config.parallel == "pmap"
-  n_dev = {"pmap": jax.local_device_count(), "mesh": jax.device_count()}.get(config.parallel, 1)
+  n_dev = {"pmap": jax.local_device_count() * n_proc,
+           "mesh": jax.device_count()}.get(config.parallel, 1)
+  batch_size = int(config.data.batch_size)
+  parallel.check_global_batch(batch_size, n_dev, n_proc)
   source = builders.build_data(config)
   data_shape = tuple(source.element_shape)
-  with open(os.path.join(workdir, RUN_FILE), "w") as f:
-    json.dump({"data_shape": list(data_shape)}, f)
+  if main:
+    with open(os.path.join(workdir, RUN_FILE), "w") as f:
+      json.dump({"data_shape": list(data_shape)}, f)
   gan = builders.build_gan(config, data_shape, parallel.DEFAULT_AXIS if use_pmap else None)
   eval_gan = builders.build_gan(config, data_shape)  # eval mode needs no mapped axis
   state = builders.build_state(gan, config, data_shape)
-  logging.info("G: %d parameters, D: %d parameters, data %s, %d device(s)",
-               param_count(state.g.params), param_count(state.d.params), data_shape, n_dev)
+  info("G: %d parameters, D: %d parameters, data %s, %d device(s)%s",
+       param_count(state.g.params), param_count(state.d.params), data_shape, n_dev,
+       f" in {n_proc} processes" if n_proc > 1 else "")
 
-  if ckpt.latest_step() is not None:
+  if has_checkpoint:
     state = ckpt.restore(state)
-    logging.info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
+    info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
-  for name in (METRICS_FILE, EVAL_FILE, ALARMS_FILE):
-    truncate_jsonl(os.path.join(workdir, name), start)
+  if main:
+    for name in (METRICS_FILE, EVAL_FILE, ALARMS_FILE):
+      truncate_jsonl(os.path.join(workdir, name), start)
   if start >= total:
-    logging.info("Nothing to do: the run is at step %d of %d.", start, total)
+    info("Nothing to do: the run is at step %d of %d.", start, total)
     ckpt.close()
     return state
 
@@ -267,34 +299,55 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   if eval_every:
     t0 = time.time()
     try:
-      evaluator = evaluation.Evaluator.from_config(config, source, workdir)
+      # Process 0 first: it may train the feature network and cache the real statistics in the
+      # work directory, which the others then read rather than write at the same time. The
+      # barrier also puts its truncation of eval.jsonl before every process reads it below.
+      evaluator = parallel.process_0_first(
+          lambda: evaluation.Evaluator.from_config(config, source, workdir),
+          "gax.trainer: evaluator ready")
     except Exception:
       ckpt.close()
       raise
-    logging.info("Evaluation every %d steps (%s), ready in %.1fs", eval_every,
-                 ", ".join(evaluator.metrics), time.time() - t0)
+    info("Evaluation every %d steps (%s), ready in %.1fs", eval_every,
+         ", ".join(evaluator.metrics), time.time() - t0)
     if evaluator.best_metric is not None:
       best = evaluation.BestCheckpoint(
           workdir, evaluator.best_metric,
           evaluation.read_jsonl(os.path.join(workdir, EVAL_FILE)))
+      if not main:
+        # Every process saves the best state (an Orbax save is collective) into the shared
+        # best/, but best.json, which BestCheckpoint writes into its `workdir`, is process 0's:
+        # the others write theirs to a private scratch directory.
+        best.workdir = tempfile.mkdtemp(prefix="gax_best_json_")
 
+  # The global batch of a step is the source's batch of `batch_size` rows whatever the number
+  # of processes; each process draws it and keeps the rows of its devices (all of them with
+  # one process), so the losses do not depend on how many processes share the work.
+  rows = np.arange(batch_size)
   if use_pmap:
+    # pmap numbers the devices process by process: process p feeds its local devices rows
+    # [p * B/P, (p + 1) * B/P), split among them by shard_batch.
     step_fn = parallel.pmap_train_step(gan)
     state = parallel.replicate(state)
     sharding = parallel.device_axis_sharding()
-    put = lambda b: jax.device_put(parallel.shard_batch(b, n_dev), sharding)
+    n_local = jax.local_device_count()
+    put = lambda b: jax.device_put(parallel.shard_batch(b, n_local), sharding)
     host_state = parallel.unreplicate
+    rows = parallel.process_rows(batch_size)
   elif config.parallel == "mesh":
     # One global program over all devices: state replicated, batch split by example.
     mesh = parallel.make_mesh()
     step_fn = parallel.sharded_train_step(gan, mesh)
-    state = jax.device_put(state, parallel.replicated_sharding(mesh))
-    put = lambda b: jax.device_put(b, parallel.batch_sharding(mesh))
+    state = parallel.put_replicated(state, parallel.replicated_sharding(mesh))
+    batch_sharding = parallel.batch_sharding(mesh)
+    put = lambda b: parallel.put_global_batch(b, batch_sharding, batch_size)
     host_state = lambda s: s
+    rows = parallel.sharding_process_rows(batch_sharding, batch_size)
   else:
     step_fn = jit_train_step(gan)
     put = jax.device_put
     host_state = lambda s: s
+  train_source = source if len(rows) == batch_size else parallel.ProcessRows(source, rows)
 
   z_fixed = gan.latent(jax.random.PRNGKey(config.seed + 1), (int(tc.num_samples), gan.latent_dim))
   y_fixed = grid_labels(gan, int(tc.num_samples))
@@ -304,14 +357,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
                                          key=jax.random.PRNGKey(config.seed + 3)))
   every = lambda n, s: bool(n) and (s % int(n) == 0 or s == total)
 
-  metrics_file = open(os.path.join(workdir, METRICS_FILE), "a")
-  eval_file = open(os.path.join(workdir, EVAL_FILE), "a")
+  # Only process 0 writes records; the others compute the same ones (the metrics are
+  # replicated, evaluation results are process 0's) and write them to the null device.
+  record_path = lambda name: os.path.join(workdir, name) if main else os.devnull
+  metrics_file = open(record_path(METRICS_FILE), "a")
+  eval_file = open(record_path(EVAL_FILE), "a")
   monitor = monitor_lib.Monitor.from_config(config.monitor, loss=config.loss)
-  alarms_file = open(os.path.join(workdir, ALARMS_FILE), "a")
+  alarms_file = open(record_path(ALARMS_FILE), "a")
   t_start = t_last = time.time()
   last_logged = start
   try:
-    for step, batch in prefetch(source, start, total, transform=put):
+    for step, batch in prefetch(train_source, start, total, transform=put):
       state, metrics = step_fn(state, batch)
       done = step + 1
       if every(tc.log_every, done):
@@ -320,7 +376,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         rate = (done - last_logged) / max(now - t_last, 1e-9)
         alarms = monitor.update(done, m)
         for alarm in alarms:
-          logging.warning("Monitor: %s", alarm)
+          warn("Monitor: %s", alarm)
           alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
         alarms_file.flush()
         bad = [k for k, v in m.items() if not math.isfinite(v)]
@@ -331,32 +387,39 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         record = {"step": done, **m, "steps_per_sec": rate, "elapsed_sec": now - t_start}
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
-        logging.info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
-                     100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
-                     rate, format_eta((total - done) / max(rate, 1e-9)))
+        info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
+             100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
+             rate, format_eta((total - done) / max(rate, 1e-9)))
         t_last, last_logged = now, done
         monitor.check(alarms)  # raises MonitorStop for a kind in config.monitor.stop_on
       if every(tc.sample_every, done):
-        path = _write_samples(workdir, done, np.asarray(gen_fixed(host_state(state).g)), source)
-        logging.info("Wrote samples to %s", path)
+        # Generated on every process: under parallel=mesh it is one program over the global
+        # state, which all processes must run.
+        images = np.asarray(gen_fixed(host_state(state).g))
+        if main:
+          path = _write_samples(workdir, done, images, source)
+          info("Wrote samples to %s", path)
       if evaluator is not None and every(eval_every, done):
         s = host_state(state)
         t0 = time.time()
-        result = evaluator.evaluate(eval_gan, s)
+        # Every process evaluates (under mesh, generating from the global state is collective)
+        # and then takes process 0's result, so that all make the same decisions from it: the
+        # new best checkpoint, whose Orbax save they must make together, and the alarms.
+        result = parallel.broadcast_from_process_0(evaluator.evaluate(eval_gan, s))
         eval_file.write(json.dumps({"step": done, **result}) + "\n")
         eval_file.flush()
-        logging.info("step %d: %s (%.1fs)", done, evaluator.describe(result), time.time() - t0)
+        info("step %d: %s (%.1fs)", done, evaluator.describe(result), time.time() - t0)
         eval_alarms = monitor.evaluation(done, result)
         for alarm in eval_alarms:
-          logging.warning("Monitor: %s", alarm)
+          warn("Monitor: %s", alarm)
           alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
         alarms_file.flush()
         if best is not None and best.update(done, result, s):
-          logging.info("step %d: new best %s = %.6g, saved to %s", done, best.metric,
-                       result[best.metric], best.directory)
+          info("step %d: new best %s = %.6g, saved to %s", done, best.metric,
+               result[best.metric], best.directory)
         monitor.check(eval_alarms)
       if every(tc.checkpoint_every, done):
-        ckpt.save(done, host_state(state))
+        ckpt.save(done, host_state(state))  # on every process: Orbax coordinates them
   finally:
     metrics_file.close()
     eval_file.close()
@@ -364,6 +427,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     ckpt.close()
     if best is not None:
       best.close()
-  logging.info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
-               workdir)
+  info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
+       workdir)
   return host_state(state)

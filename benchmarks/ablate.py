@@ -1,0 +1,129 @@
+r"""Trick ablation: each trick switched on (alone, or in combinations) against the base
+config, over seeds, on the 2D mixtures and the digits.
+
+python benchmarks/ablate.py --datasets=ring,grid,digits --seeds=3 \
+    --variants=label_smoothing,train_d_more,minibatch_discrimination \
+    --combos=r1+minibatch_discrimination --workdir=runs/ablate
+
+Every (dataset, variant, seed) is one `gax.trainer.train` run in
+`<workdir>/<dataset>/<variant>/seed_<seed>/`, with its `eval.jsonl` and the monitor's
+`alarms.jsonl`; a finished run is read back instead of trained again, so an interrupted
+sweep resumes where it stopped. After every run `<workdir>/ablation.md` (the table) and
+`ablation.jsonl` (one record per run) are rewritten. The table gives per dataset and variant
+the mean ± standard deviation over seeds of the final evaluation's metrics (mixtures: modes
+covered, modes with >= 1 high-quality sample, % high-quality samples, reverse KL; digits: FID,
+IS, precision, recall, with one classifier shared by all runs), the difference to `baseline`
+± its standard error, and how many runs the monitor flagged with each failure (and how many
+diverged).
+
+The variants are `benchmarks/variants.py`'s `VARIANTS` (`--variants=all` for every one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
+from gax import sweep, trainer  # pylint: disable=g-import-not-at-top
+
+FLAGS = flags.FLAGS
+
+
+MIXTURE_METRICS = ("modes_covered", "modes_any", "hq_fraction", "reverse_kl")
+DIGITS_METRICS = ("fid", "is", "precision", "recall")
+TABLE_FILE, RECORDS_FILE = "ablation.md", "ablation.jsonl"
+
+
+def metrics_for(dataset: str) -> Sequence[str]:
+  return DIGITS_METRICS if dataset == "digits" else MIXTURE_METRICS
+
+
+def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture_steps: int,
+              digits_steps: int, hidden: Sequence[int], root: str,
+              digits_samples: int = 1000) -> List[sweep.Job]:
+  """The jobs of a sweep: for each dataset the baseline and every variant name, each seed."""
+  bad = [d for d in datasets if d not in variants_lib.DATASETS]
+  if bad:
+    raise ValueError(f"Unknown datasets {bad}; choose from {variants_lib.DATASETS}.")
+  if seeds < 1:
+    raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+  jobs = []
+  for dataset in datasets:
+    if dataset == "digits":
+      steps = digits_steps
+      base = variants_lib.digits_config(
+          steps, num_samples=digits_samples,
+          classifier_path=os.path.abspath(os.path.join(root, "digits_classifier.npz")))
+    else:
+      steps = mixture_steps
+      base = variants_lib.mixture_config(dataset, steps, hidden=hidden)
+    chosen = ["baseline"] + [n for n in names if n != "baseline"
+                             and not set(n.split("+")) & variants_lib.NOT_FOR.get(dataset, set())]
+    for name in chosen:
+      v = variants_lib.variant(name, dataset, steps)
+      jobs.extend(sweep.Job(dataset, v, seed, base) for seed in range(seeds))
+  return jobs
+
+
+def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str]) -> str:
+  """Rewrites `<root>/ablation.md` and `ablation.jsonl`; returns the table."""
+  parts = []
+  for dataset in datasets:
+    rs = [r for r in records if r["group"] == dataset]
+    if rs:
+      rows = sweep.summarise(rs, metrics_for(dataset), baseline="baseline")
+      parts.append(sweep.markdown_table(rows, metrics_for(dataset), deltas=True))
+  table = "\n".join(parts)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, TABLE_FILE) + ".tmp", "w") as f:
+    f.write(table)
+  os.replace(os.path.join(root, TABLE_FILE) + ".tmp", os.path.join(root, TABLE_FILE))
+  sweep.write_jsonl(os.path.join(root, RECORDS_FILE), records)
+  return table
+
+
+def main(argv):
+  del argv
+  trainer.quiet_library_logs()
+  names = list(FLAGS.variants)
+  if names == ["all"]:
+    names = [n for n in variants_lib.VARIANTS if n != "baseline"]
+  names += list(FLAGS.combos)
+  try:
+    hidden = [int(h) for h in FLAGS.hidden]
+  except ValueError:
+    raise app.UsageError(f"--hidden must be integers, got {FLAGS.hidden}.") from None
+  try:
+    jobs = make_jobs(FLAGS.datasets, names, FLAGS.seeds, FLAGS.mixture_steps,
+                     FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
+  records = sweep.run_many(
+      jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(FLAGS.workdir, rs, FLAGS.datasets))
+  print(write_outputs(FLAGS.workdir, records, FLAGS.datasets))
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a script, so that tests can import
+  both benchmark modules)."""
+  flags.DEFINE_list("datasets", ["ring", "grid", "digits"], "Datasets: ring, grid, digits.")
+  flags.DEFINE_list("variants", ["all"], "Variants to switch on alone ('all': every one).")
+  flags.DEFINE_list("combos", [], "Combinations to run too, e.g. r1+minibatch_discrimination.")
+  flags.DEFINE_integer("seeds", 3, "Seeds 0..seeds-1 per variant.")
+  flags.DEFINE_integer("mixture_steps", 5000, "Training steps on the mixtures.")
+  flags.DEFINE_integer("digits_steps", 1000, "Training steps on the digits.")
+  flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures).")
+  flags.DEFINE_integer("digits_samples", 1000, "Generated images per digits evaluation.")
+  flags.DEFINE_string("workdir", "runs/ablate", "Root of the runs and the result table.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

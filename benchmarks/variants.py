@@ -1,0 +1,147 @@
+"""Base configs and the catalogue of trick variants shared by `mode_coverage.py` and
+`ablate.py`.
+
+Mixture protocol (`mixture_config`), as in the official PacGAN code (Lin et al. 2018,
+github.com/fjxmlzn/PacGAN, `synthetic_data_experiments/*/config.py`): the ring is 8 Gaussians
+of std 0.01 on the unit circle, the grid 25 Gaussians of std 0.05 at {-4, -2, 0, 2, 4}^2.
+Evaluation follows VEEGAN (Srivastava et al. 2017, sec. 5.1) and PacGAN: 2500 samples, a
+sample is high quality within 3 standard deviations of its nearest mode; batch size 100 as
+in that code. The networks and optimiser are gax's (`experiments/configs/ring.py` without its R1 penalty, MLP widths from the
+caller), not the papers': their runs (e.g. PacGAN: G 4x400 with batch norm, maxout D, 400
+epochs of 100k points) are far beyond a 2-core CPU budget.
+
+Each entry of `VARIANTS` is a switch of one trick on the base config, named after the tip or
+technique, with its source in `SOURCES`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import ml_collections
+
+from experiments.configs import dcgan_digits
+from gax.builders import base_config
+from gax.sweep import Variant
+
+MIXTURES = {
+    # name: data section
+    "ring": {"name": "ring", "num_modes": 8, "radius": 1.0, "std": 0.01},
+    "grid": {"name": "grid", "side": 5, "spacing": 2.0, "std": 0.05},
+}
+DATASETS = (*MIXTURES, "digits")
+
+
+def mixture_config(dataset: str, steps: int, hidden: Sequence[int] = (128, 128, 128),
+                   batch_size: int = 100, evals: int = 4) -> ml_collections.ConfigDict:
+  """The plain non-saturating GAN on a mixture of `MIXTURES`, evaluated `evals` times."""
+  if dataset not in MIXTURES:
+    raise ValueError(f"Unknown mixture {dataset!r}; choose from {sorted(MIXTURES)}.")
+  c = base_config()
+  c.data = {**MIXTURES[dataset], "batch_size": int(batch_size)}
+  c.model = {"name": "mlp", "g_hidden": tuple(hidden), "d_hidden": tuple(hidden)}
+  c.latent.dim = 64
+  c.loss = "non_saturating"
+  _schedule(c, steps, evals)
+  c.train.num_samples = 2500
+  return c
+
+
+def digits_config(steps: int, evals: int = 2, num_samples: int = 1000,
+                  classifier_path: str = "") -> ml_collections.ConfigDict:
+  """`experiments/configs/dcgan_digits.py` (DCGAN, 16x16 digits) for `steps` steps, scored
+  by FID/IS/precision/recall with one shared classifier file."""
+  c = dcgan_digits.get_config()
+  _schedule(c, steps, evals)
+  c.eval.num_samples = int(num_samples)
+  c.eval.metrics = ("fid", "is", "pr")
+  c.eval.classifier_path = classifier_path
+  return c
+
+
+def base_for(dataset: str, steps: int, **options) -> ml_collections.ConfigDict:
+  """`mixture_config` or `digits_config` by name."""
+  if dataset == "digits":
+    return digits_config(steps, **options)
+  return mixture_config(dataset, steps, **options)
+
+
+def _schedule(c: ml_collections.ConfigDict, steps: int, evals: int) -> None:
+  if steps < 1 or evals < 1:
+    raise ValueError(f"steps and evals must be >= 1, got {steps} and {evals}.")
+  every = max(int(steps) // int(evals), 1)
+  c.train.steps = int(steps)
+  c.train.log_every = max(every // 10, 1)
+  c.train.sample_every = 0  # no sample grids: the evaluations are the record
+  c.train.checkpoint_every = int(steps)  # one checkpoint, at the end
+  c.eval.every = every
+
+
+# name -> overrides of the base config.
+VARIANTS: Dict[str, Variant] = {v.name: v for v in [
+    Variant("baseline", {}),
+    # ganhacks (Chintala et al. 2016, "How to Train a GAN?"), by tip number.
+    Variant("minimax_loss", {"loss": "minimax"}),  # tip 2 off: the saturating loss
+    Variant("uniform_z", {"latent.distribution": "uniform"}),  # tip 3 off
+    Variant("g_batch_norm", {"model.g_norm": "batch"}),  # tip 4
+    Variant("label_smoothing", {"tricks.label_smoothing.enabled": True}),  # tip 6; Salimans
+    Variant("soft_labels", {"tricks.soft_labels.enabled": True}),  # tip 6
+    Variant("noisy_labels", {"tricks.noisy_labels.enabled": True}),  # tip 6
+    Variant("experience_replay", {"tricks.experience_replay.enabled": True}),  # tip 8
+    Variant("instance_noise", {"tricks.instance_noise.enabled": True}),  # tip 13
+    Variant("train_d_more", {"n_critic": 5}),  # tip 14 [notsure]
+    Variant("g_dropout", {"model.g_dropout": 0.5}),  # tip 17
+    # Salimans et al. 2016, "Improved Techniques for Training GANs".
+    Variant("feature_matching", {"tricks.feature_matching.enabled": True}),  # sec. 3.1
+    Variant("minibatch_discrimination", {"model.minibatch": "discrimination"}),  # sec. 3.2
+    Variant("historical_averaging", {"tricks.g_historical_averaging.enabled": True,
+                                     "tricks.d_historical_averaging.enabled": True}),  # 3.3
+    Variant("virtual_batch_norm", {"model.g_norm": "virtual_batch"}),  # sec. 3.5
+    # Later regularisers.
+    Variant("spectral_norm", {"tricks.spectral_norm.enabled": True}),  # Miyato et al. 2018
+    Variant("r1", {"d_penalty.r1": 0.01}),  # Mescheder et al. 2018
+    Variant("g_ema", {"tricks.g_ema.enabled": True}),  # Yazici et al. 2019
+]}
+
+SOURCES = {
+    "minimax_loss": "ganhacks 2 (switched off)",
+    "uniform_z": "ganhacks 3 (switched off)",
+    "g_batch_norm": "ganhacks 4",
+    "label_smoothing": "ganhacks 6; Salimans et al. 2016 sec. 3.4 (one-sided, 0.9)",
+    "soft_labels": "ganhacks 6",
+    "noisy_labels": "ganhacks 6",
+    "experience_replay": "ganhacks 8; Shrivastava et al. 2017",
+    "instance_noise": "ganhacks 13; Sønderby et al. 2017 (decayed to 0 over the run)",
+    "train_d_more": "ganhacks 14 [notsure] (n_critic = 5)",
+    "g_dropout": "ganhacks 17 (p = 0.5, train and sample time)",
+    "feature_matching": "Salimans et al. 2016 sec. 3.1",
+    "minibatch_discrimination": "Salimans et al. 2016 sec. 3.2; ganhacks 15 [notsure]",
+    "historical_averaging": "Salimans et al. 2016 sec. 3.3 (both players)",
+    "virtual_batch_norm": "Salimans et al. 2016 sec. 3.5",
+    "spectral_norm": "Miyato et al. 2018",
+    "r1": "Mescheder et al. 2018 (weight 0.01)",
+    "g_ema": "Yazici et al. 2019 (decay 0.999)",
+}
+
+# Variants that do not apply to a dataset's base config (the digits DCGAN already has
+# batch norm in G).
+NOT_FOR = {"digits": {"g_batch_norm"}}
+
+
+def variant(name: str, dataset: str, steps: int) -> Variant:
+  """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps:
+  instance noise decays to 0 over the run."""
+  parts = name.split("+")
+  unknown = [p for p in parts if p not in VARIANTS]
+  if unknown:
+    raise ValueError(f"Unknown variants {unknown}; known: {sorted(VARIANTS)}.")
+  bad = [p for p in parts if p in NOT_FOR.get(dataset, ())]
+  if bad:
+    raise ValueError(f"Variants {bad} do not apply to {dataset!r}.")
+  out = VARIANTS[parts[0]]
+  for p in parts[1:]:
+    out = out + VARIANTS[p]
+  overrides = dict(out.overrides)
+  if "tricks.instance_noise.enabled" in overrides:
+    overrides["tricks.instance_noise.decay_steps"] = int(steps)
+  return Variant(name, overrides)

@@ -1,0 +1,173 @@
+"""The sweep engine (gax.sweep) and the quality benchmarks built on it
+(benchmarks/ablate.py, benchmarks/mode_coverage.py, benchmarks/variants.py)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from benchmarks import ablate, mode_coverage, variants
+from gax import builders, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_ring(steps=4):
+  c = variants.mixture_config("ring", steps, hidden=(8,), evals=2)
+  c.latent.dim = 4
+  return c
+
+
+def test_overrides_set_nested_keys_and_refuse_unknown_ones():
+  c = tiny_ring()
+  d = sweep.apply_overrides(c, {"tricks.label_smoothing.enabled": True, "n_critic": 3,
+                                "model.minibatch": "discrimination", "model.g_hidden": [4]})
+  assert d.tricks.label_smoothing.enabled and d.n_critic == 3
+  assert d.model.minibatch == "discrimination" and d.model.g_hidden == (4,)
+  assert not c.tricks.label_smoothing.enabled and c.n_critic == 1  # the base is unchanged
+  with pytest.raises(KeyError, match="label_smothing"):
+    sweep.apply_overrides(c, {"tricks.label_smothing.enabled": True})
+  with pytest.raises(KeyError, match="n_critics"):
+    sweep.apply_overrides(c, {"n_critics": 2})
+
+
+def test_variants_combine_and_clash():
+  a = sweep.Variant("a", {"x": 1, "y": 2})
+  b = sweep.Variant("b", {"y": 2, "z": 3})
+  assert (a + b) == sweep.Variant("a+b", {"x": 1, "y": 2, "z": 3})
+  with pytest.raises(ValueError, match="differently"):
+    a + sweep.Variant("c", {"x": 5})
+  v = variants.variant("instance_noise+r1", "ring", 700)
+  assert v.overrides["tricks.instance_noise.decay_steps"] == 700
+  assert v.overrides["d_penalty.r1"] == 0.01
+  with pytest.raises(ValueError, match="Unknown variants"):
+    variants.variant("r2d2", "ring", 10)
+  with pytest.raises(ValueError, match="do not apply"):
+    variants.variant("g_batch_norm", "digits", 10)
+
+
+@pytest.mark.parametrize("dataset", ["ring", "digits"])
+def test_every_variant_builds_a_valid_run(dataset):
+  base = variants.base_for(dataset, 10)
+  for name in variants.VARIANTS:
+    if name in variants.NOT_FOR.get(dataset, ()):
+      continue
+    c = sweep.apply_overrides(base, variants.variant(name, dataset, 10).overrides)
+    builders.validate_config(c)
+    shape = (2,) if dataset == "ring" else (16, 16, 1)
+    gan = builders.build_gan(c, shape)
+    state = jax.eval_shape(lambda gan=gan, c=c: builders.build_state(gan, c, shape))
+    assert state.step.shape == (), name
+  assert set(variants.SOURCES) == set(variants.VARIANTS) - {"baseline"}
+
+
+def _record(group, variant, seed, status="ok", alarms=None, **final):
+  return {"group": group, "variant": variant, "seed": seed, "status": status,
+          "final": final, "alarms": alarms or {}}
+
+
+def test_summary_statistics_and_deltas_match_closed_forms():
+  records = [
+      _record("ring", "baseline", 0, modes_covered=2, hq_fraction=0.5),
+      _record("ring", "baseline", 1, modes_covered=4, hq_fraction=0.7),
+      _record("ring", "r1", 0, modes_covered=8, hq_fraction=0.9, alarms={"mode_collapse": 1}),
+      _record("ring", "r1", 1, modes_covered=6, hq_fraction=0.8),
+      _record("ring", "r1", 2, "diverged", alarms={"non_finite": 1}),
+  ]
+  rows = sweep.summarise(records, ["modes_covered", "hq_fraction"], baseline="baseline")
+  base, r1 = rows
+  assert (base.variant, base.runs, r1.runs) == ("baseline", 2, 3)
+  assert base.stats["modes_covered"] == (3.0, pytest.approx(math.sqrt(2)), 2)
+  assert r1.stats["modes_covered"] == (7.0, pytest.approx(math.sqrt(2)), 2)  # NaN excluded
+  d, se = r1.deltas["modes_covered"]
+  assert d == 4.0 and se == pytest.approx(math.sqrt(2 / 2 + 2 / 2))
+  assert r1.deltas["hq_fraction"][0] == pytest.approx(0.25)
+  assert r1.failures == {"diverged": 1, "mode_collapse": 1, "non_finite": 1}
+  assert base.deltas == {} and base.failures == {}
+  assert np.isnan(r1.all_seeds["modes_covered"][2])
+  table = sweep.markdown_table(rows, ["modes_covered", "hq_fraction"], deltas=True)
+  lines = table.splitlines()
+  assert lines[0].startswith("| data | variant | runs | modes | Δ modes | % HQ | Δ % HQ |")
+  assert "| ring | r1 | 3 | 7.0 ± 1.4 (2 runs) | +4.0 ± 1.4 | 85.0 ± 7.1 (2 runs) |" in table
+  assert lines[-1].endswith("diverged 1/3, mode_collapse 1/3, non_finite 1/3 |")
+  assert lines[2].endswith("| none |")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return workdir, sweep.run(tiny_ring(), workdir, variant="baseline", seed=3, group="ring")
+
+
+def test_a_run_records_its_final_evaluation_and_is_not_trained_twice(tiny_run, monkeypatch):
+  workdir, record = tiny_run
+  assert (record["status"], record["seed"], record["group"]) == ("ok", 3, "ring")
+  evals = [json.loads(l) for l in open(os.path.join(workdir, "eval.jsonl"))]
+  assert [e["step"] for e in evals] == [2, 4]
+  final = record["final"]
+  assert final["step"] == 4 and final["hq_fraction"] == evals[-1]["hq_fraction"]
+  assert final["modes_any"] == sum(c >= 1 for c in evals[-1]["counts"])
+  assert "counts" not in final and final["modes_any"] >= final["modes_covered"]
+  assert record["config"]["seed"] == 3
+  monkeypatch.setattr(sweep.trainer, "train", lambda *a: pytest.fail("trained again"))
+  again = sweep.run(tiny_ring(), workdir, variant="baseline", seed=3, group="ring")
+  assert again == record
+
+
+def test_a_run_the_monitor_stops_is_a_record_with_its_alarms(tmp_path):
+  c = tiny_ring()
+  c.monitor.grad_norm_max = 1e-9
+  c.monitor.stop_on = ("exploding_gradients",)
+  record = sweep.run(c, str(tmp_path), variant="v", seed=0)
+  assert record["status"] == "stopped" and "exploding_gradients" in record["error"]
+  assert record["alarms"] == {"exploding_gradients": 1} and record["final"] == {}
+
+
+def test_ablate_command_writes_the_table_and_resumes(tmp_path):
+  cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "ablate.py"), "--datasets=ring",
+         "--variants=label_smoothing", "--combos=label_smoothing+r1", "--seeds=2",
+         "--mixture_steps=4", "--hidden=8", f"--workdir={tmp_path}"]
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert r.returncode == 0, r.stderr[-3000:]
+  table = (tmp_path / "ablation.md").read_text()
+  assert [l.split(" | ")[1] for l in table.splitlines()[2:]] == [
+      "baseline", "label_smoothing", "label_smoothing+r1"]
+  records = [json.loads(l) for l in (tmp_path / "ablation.jsonl").read_text().splitlines()]
+  assert len(records) == 6 and {r["seed"] for r in records} == {0, 1}
+  for rec in records:
+    assert (tmp_path / "ring" / rec["variant"] / f"seed_{rec['seed']}" / "result.json").exists()
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert again.returncode == 0 and (tmp_path / "ablation.md").read_text() == table
+  assert "Training" not in again.stderr and "Evaluation every" not in again.stderr
+  bad = subprocess.run(cmd[:2] + ["--datasets=moon", f"--workdir={tmp_path}"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert bad.returncode != 0 and "Unknown datasets ['moon']" in bad.stderr
+
+
+def test_mode_coverage_report_puts_published_numbers_beside_the_measured(tiny_run):
+  _, record = tiny_run
+  text = mode_coverage.report([record], ["ring", "grid"])
+  assert "### ring (8 modes)" in text and "### grid" not in text
+  assert "| GAN | VEEGAN Table 1 | 1.0 | 99.3 | - |" in text
+  assert "| baseline | " in text
+  jobs = mode_coverage.make_jobs(["ring", "grid"], ["baseline", "r1"], 2, 10, (8,))
+  assert [(j.group, j.variant.name, j.seed) for j in jobs][:3] == [
+      ("ring", "baseline", 0), ("ring", "baseline", 1), ("ring", "r1", 0)]
+  assert jobs[-1].base.data.name == "grid" and jobs[-1].base.data.std == 0.05
+  with pytest.raises(ValueError, match="Unknown mixtures"):
+    mode_coverage.make_jobs(["digits"], ["baseline"], 1, 10, (8,))
+
+
+def test_ablate_jobs_share_one_digits_classifier(tmp_path):
+  jobs = ablate.make_jobs(["digits"], ["label_smoothing", "g_batch_norm"], 1, 10, 10, (8,),
+                          str(tmp_path))
+  assert [j.variant.name for j in jobs] == ["baseline", "label_smoothing"]  # g_batch_norm n/a
+  assert {j.base.eval.classifier_path for j in jobs} == {
+      os.path.abspath(str(tmp_path / "digits_classifier.npz"))}
+  assert isinstance(jobs[0].base, ml_collections.ConfigDict)
