@@ -24,6 +24,11 @@ parameters and optimizer state (Flax `dtype` vs `param_dtype`).
 
 The batch is random uint8 data already on the device, so this times the step, not the input
 pipeline. Results go to `<out_dir>/step_throughput.json` and `.md`.
+
+`--compare_torch` also times the same DCGAN and update in eager PyTorch
+(`benchmarks/torch_dcgan.py`: channels-last, `torch.autocast` bf16 for `bfloat16`) on the
+same batch size in the same process, and adds its img/s and the ratio gax / PyTorch to the
+table (DCGAN rows only; needs `pip install torch`).
 """
 
 from __future__ import annotations
@@ -80,6 +85,13 @@ class Result:
   tflop_per_step: Optional[float]
   mfu: Optional[float]
   device: str
+  torch_img_per_sec: Optional[float] = None
+  torch_device: Optional[str] = None
+
+  @property
+  def torch_ratio(self) -> Optional[float]:
+    """gax img/s over PyTorch img/s (with `--compare_torch`)."""
+    return self.img_per_sec / self.torch_img_per_sec if self.torch_img_per_sec else None
 
 
 def build_gan(model: str, resolution: int, dtype: str, n_critic: int) -> GAN:
@@ -172,14 +184,21 @@ def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_cri
 def markdown(results: List[Result]) -> str:
   """The results as a Markdown table."""
   fmt = lambda v, f: "n/a" if v is None else format(v, f)
-  rows = ["| model | batch | dtype | img/s | ms/step | compile s | peak GiB | TFLOP/step | MFU "
-          "| device |", "|" + " --- |" * 10]
+  torch_cols = any(r.torch_img_per_sec for r in results)
+  head = ("| model | batch | dtype | img/s | ms/step | compile s | peak GiB | TFLOP/step | MFU "
+          "| device |")
+  if torch_cols:
+    head += " PyTorch img/s | gax / PyTorch |"
+  rows = [head, "|" + " --- |" * (12 if torch_cols else 10)]
   for r in results:
-    rows.append(
-        f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
-        f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
-        f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
-        f"{fmt(r.mfu, '.1%')} | {r.device} |")
+    row = (f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
+           f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
+           f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
+           f"{fmt(r.mfu, '.1%')} | {r.device} |")
+    if torch_cols:
+      row += (f" {fmt(r.torch_img_per_sec, ',.0f')} | "
+              f"{fmt(r.torch_ratio, '.2f')}{'x' if r.torch_ratio else ''} |")
+    rows.append(row)
   return "\n".join(rows)
 
 
@@ -190,7 +209,8 @@ def write(results: List[Result], out_dir: str) -> Dict[str, str]:
   meta = {"jax": jax.__version__, "backend": jax.default_backend(),
           "host": platform.node(), "python": platform.python_version()}
   with open(paths["json"], "w") as f:
-    json.dump({"meta": meta, "results": [dataclasses.asdict(r) for r in results]}, f, indent=2)
+    json.dump({"meta": meta, "results": [
+        {**dataclasses.asdict(r), "torch_ratio": r.torch_ratio} for r in results]}, f, indent=2)
   with open(paths["md"], "w") as f:
     f.write(markdown(results) + "\n")
   return paths
@@ -210,6 +230,8 @@ def _define_flags():
   flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
   flags.DEFINE_float("peak_tflops", None, "Override the device's peak TFLOP/s for the MFU.")
   flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON and Markdown go.")
+  flags.DEFINE_bool("compare_torch", False, "Also time the DCGAN step in eager PyTorch "
+                    "(channels-last, bf16 autocast) and report the ratio.")
 
 
 def main(argv):
@@ -225,6 +247,12 @@ def main(argv):
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:
     raise app.UsageError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}.") from None
+  torch_dcgan = None
+  if FLAGS.compare_torch:
+    try:
+      from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
   logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
   results = []
   total = len(FLAGS.models) * len(batch_sizes) * len(FLAGS.dtypes)
@@ -236,6 +264,12 @@ def main(argv):
                     FLAGS.iters, FLAGS.repeats, FLAGS.peak_tflops)
         logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
                      r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
+        if torch_dcgan is not None and model == "dcgan":
+          t = torch_dcgan.measure(bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup,
+                                  FLAGS.iters, FLAGS.repeats)
+          r.torch_img_per_sec, r.torch_device = t["img_per_sec"], t["device"]
+          logging.info("  PyTorch: %.0f img/s, %.2f ms/step; gax / PyTorch = %.2fx",
+                       t["img_per_sec"], t["ms_per_step"], r.torch_ratio)
         results.append(r)
   paths = write(results, FLAGS.out_dir)
   print(markdown(results))

@@ -1,0 +1,168 @@
+"""The PyTorch side of `step_throughput.py --compare_torch`: the same DCGAN and the same
+update as `gax.steps.train_step`, in eager PyTorch, channels-last, optionally under bf16
+autocast.
+
+Architecture, mirroring `gax.models.dcgan` at width 64 (Radford et al. 2016): G maps z
+`[B, 100]` with a bias-free linear layer to 4x4x(8 * width), then batch norm + ReLU and
+transposed convolutions (kernel 4, stride 2, padding 1) halving the channels up to the
+output resolution, tanh at the end; D mirrors it with stride-2 convolutions, LeakyReLU(0.2),
+batch norm on every hidden layer but the first, and a 4x4 valid convolution to one logit.
+Same parameter counts as the gax models (checked in tests/test_benchmarks.py).
+
+Update (one call of `step`): `n_critic` times: fresh z, D loss `softplus(-D(x)) +
+softplus(D(G(z)))` (non-saturating GAN), Adam(2e-4, 0.5, 0.999) on D; then fresh z, G loss
+`softplus(-D(G(z)))`, Adam on G. Real images arrive as uint8 on the device and are scaled to
+[-1, 1] inside the step, as gax does.
+
+This module imports torch; `step_throughput.py` imports it only with `--compare_torch`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LATENT_DIM = 100
+
+
+def _stages(resolution: int) -> int:
+  """Doublings from 4x4 to `resolution` (as `gax.models.dcgan.num_stages`)."""
+  k = int(round(np.log2(max(resolution, 1) / 4)))
+  if k < 1 or 4 * 2 ** k != resolution:
+    raise ValueError(f"resolution must be 4 * 2^k >= 8, got {resolution}.")
+  return k
+
+
+class Generator(nn.Module):
+
+  def __init__(self, resolution: int = 64, width: int = 64, channels: int = 3):
+    super().__init__()
+    k = _stages(resolution)
+    c = width * 2 ** (k - 1)
+    self.c0 = c
+    self.fc = nn.Linear(LATENT_DIM, 4 * 4 * c, bias=False)
+    self.bn0 = nn.BatchNorm2d(c)
+    layers = []
+    for _ in range(k - 1):
+      layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2),
+                 nn.ReLU(inplace=True)]
+      c //= 2
+    layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1, bias=True), nn.Tanh()]
+    self.body = nn.Sequential(*layers)
+
+  def forward(self, z: torch.Tensor) -> torch.Tensor:
+    x = self.fc(z).view(z.shape[0], 4, 4, self.c0).permute(0, 3, 1, 2)
+    x = F.relu(self.bn0(x.contiguous(memory_format=torch.channels_last)))
+    return self.body(x)
+
+
+class Discriminator(nn.Module):
+
+  def __init__(self, resolution: int = 64, width: int = 64, channels: int = 3):
+    super().__init__()
+    k = _stages(resolution)
+    c = width
+    layers = [nn.Conv2d(channels, c, 4, 2, 1, bias=True), nn.LeakyReLU(0.2, inplace=True)]
+    for _ in range(k - 1):
+      layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c),
+                 nn.LeakyReLU(0.2, inplace=True)]
+      c *= 2
+    layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=True)]
+    self.body = nn.Sequential(*layers)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.body(x).view(x.shape[0])
+
+
+def param_counts(resolution: int = 64, width: int = 64) -> Dict[str, int]:
+  """Trainable parameters of G and D."""
+  count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)
+  return {"g": count(Generator(resolution, width)), "d": count(Discriminator(resolution, width))}
+
+
+class DCGANStep:
+  """Models, optimizers and the fused update on `device` (see the module docstring)."""
+
+  def __init__(self, resolution: int = 64, width: int = 64, n_critic: int = 1,
+               bf16: bool = False, device: str = "cpu", seed: int = 0):
+    torch.manual_seed(seed)
+    self.device = torch.device(device)
+    self.g = Generator(resolution, width).to(self.device, memory_format=torch.channels_last)
+    self.d = Discriminator(resolution, width).to(self.device, memory_format=torch.channels_last)
+    self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    self.n_critic = n_critic
+    self.bf16 = bf16
+
+  def _autocast(self):
+    return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+  def step(self, real_uint8: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """One update on `real_uint8` `[n_critic, B, C, H, W]` (channels-last strides)."""
+    b = real_uint8.shape[1]
+    for i in range(self.n_critic):
+      real = real_uint8[i].float().div_(127.5).sub_(1.0)
+      z = torch.randn(b, LATENT_DIM, device=self.device)
+      with self._autocast():
+        fake = self.g(z).detach()
+        d_loss = (F.softplus(-self.d(real)) + F.softplus(self.d(fake))).float().mean()
+      self.opt_d.zero_grad(set_to_none=True)
+      d_loss.backward()
+      self.opt_d.step()
+    z = torch.randn(b, LATENT_DIM, device=self.device)
+    with self._autocast():
+      g_loss = F.softplus(-self.d(self.g(z))).float().mean()
+    self.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    self.opt_g.step()
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+
+def _sync(device: torch.device) -> None:
+  if device.type == "cuda":
+    torch.cuda.synchronize(device)
+
+
+def measure(batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
+            warmup: int = 3, iters: int = 10, repeats: int = 5,
+            device: Optional[str] = None) -> Dict[str, Any]:
+  """Times `DCGANStep.step` like `step_throughput.measure` times the jitted step: warm-up
+  steps untimed, then the median over `repeats` of `iters` steps, synchronised on the device
+  at the end of each repeat. Returns img/s, ms/step (and its spread), peak memory (CUDA)."""
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}.")
+  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+  runner = DCGANStep(resolution, 64, n_critic, bf16=dtype == "bfloat16", device=device)
+  data = torch.from_numpy(np.random.default_rng(0).integers(
+      0, 256, (n_critic, batch_size, resolution, resolution, 3), dtype=np.uint8))
+  # NHWC bytes viewed as NCHW with channels-last strides: no copy, the layout cuDNN wants.
+  real = data.permute(0, 1, 4, 2, 3).to(runner.device)
+  if runner.device.type == "cuda":
+    torch.cuda.reset_peak_memory_stats(runner.device)
+  for _ in range(warmup):
+    out = runner.step(real)
+  _sync(runner.device)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(iters):
+      out = runner.step(real)
+    _sync(runner.device)
+    times.append((time.perf_counter() - t0) / iters)
+  losses = {k: float(v) for k, v in out.items()}
+  if not all(np.isfinite(v) for v in losses.values()):
+    raise FloatingPointError(f"Non-finite losses in the PyTorch step: {losses}")
+  t = statistics.median(times)
+  peak = (torch.cuda.max_memory_allocated(runner.device) / 2 ** 30
+          if runner.device.type == "cuda" else None)
+  name = (torch.cuda.get_device_name(runner.device) if runner.device.type == "cuda"
+          else "cpu")
+  return {"img_per_sec": batch_size / t, "ms_per_step": 1e3 * t,
+          "ms_per_step_spread": 1e3 * (max(times) - min(times)), "peak_mem_gib": peak,
+          "device": f"torch-{torch.__version__}:{name}", "losses": losses}
