@@ -97,6 +97,9 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("historical_averaging", {"tricks.g_historical_averaging.enabled": True,
                                      "tricks.d_historical_averaging.enabled": True}),  # 3.3
     Variant("virtual_batch_norm", {"model.g_norm": "virtual_batch"}),  # sec. 3.5
+    # Packing (Lin et al. 2018): D judges packs of 2 or 4 samples.
+    Variant("pacgan2", {"model.packing": 2}),
+    Variant("pacgan4", {"model.packing": 4}),
     # Later regularisers.
     Variant("spectral_norm", {"tricks.spectral_norm.enabled": True}),  # Miyato et al. 2018
     Variant("r1", {"d_penalty.r1": 0.01}),  # Mescheder et al. 2018
@@ -118,6 +121,8 @@ SOURCES = {
     "minibatch_discrimination": "Salimans et al. 2016 sec. 3.2; ganhacks 15 [notsure]",
     "historical_averaging": "Salimans et al. 2016 sec. 3.3 (both players)",
     "virtual_batch_norm": "Salimans et al. 2016 sec. 3.5",
+    "pacgan2": "Lin et al. 2018 (PacGAN, packing degree 2)",
+    "pacgan4": "Lin et al. 2018 (PacGAN, packing degree 4)",
     "spectral_norm": "Miyato et al. 2018",
     "r1": "Mescheder et al. 2018 (weight 0.01)",
     "g_ema": "Yazici et al. 2019 (decay 0.999)",

@@ -33,6 +33,7 @@ import jax
 from gax import data as data_lib
 from gax import evaluation, losses, models, monitor, noise, penalties, tricks
 from gax.models.conditioning import check_conditioning
+from gax.models.packing import Packed
 from gax.optimizers import build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
@@ -125,8 +126,16 @@ def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str]
                      f"config.model.conditioning is {conditioning!r}, not 'auxiliary'.")
   if not isinstance(aux_weight, (int, float)) or not aux_weight >= 0:
     raise ValueError(f"config.model.aux_weight must be a number >= 0, got {aux_weight!r}.")
+  packing = model_cfg.pop("packing", 1)
+  if isinstance(packing, bool) or not isinstance(packing, int) or packing < 1:
+    raise ValueError(f"config.model.packing must be an integer >= 1 (1: off), got {packing!r}.")
+  if packing > 1 and conditioning != "none":
+    raise ValueError("config.model.packing > 1 (PacGAN) does not support conditional GANs "
+                     f"(config.model.conditioning={conditioning!r}).")
   generator, discriminator = models.MODELS.build(
       model_cfg.pop("name"), data_shape=tuple(data_shape), axis_name=axis_name, **model_cfg)
+  if packing > 1:
+    discriminator = Packed(discriminator, packing)
   opt = _as_dict(config.optimizer)
   if set(opt) != {"g", "d"}:
     raise KeyError(f"config.optimizer must have exactly the keys 'g' and 'd', got {sorted(opt)}.")

@@ -48,17 +48,27 @@ def _check_inputs(real: Array, fake: Array) -> None:
 
 
 def input_gradients(d_apply: DApply, x: Array) -> Array:
-  """`grad_x sum_b D(x)_b`, shape `[B, ...]`: per-example input gradients of D's logits."""
+  """`grad_x sum_b D(x)_b`: the input gradient of each of D's logits, `[B, ...]`.
+
+  A packed D (PacGAN, `gax.models.packing`) returns one logit per pack of `m = B / P`
+  consecutive examples; its input is the pack, so the gradients are returned per pack,
+  `[P, m * prod(...)]` (each row the gradient with respect to one pack), and the norms of
+  the penalties below are the packs' norms, as for a D that takes the pack as one input.
+  """
+  n_out = []
 
   def total(x):
     logits = d_apply(x)
     chex.assert_rank(logits, {1, 2})
-    if logits.size != x.shape[0]:
+    if logits.size == 0 or x.shape[0] % logits.size or logits.size != logits.shape[0]:
       raise ValueError(f"d_apply must return one logit per example ([B] or [B, 1] with "
-                       f"B={x.shape[0]}); got shape {logits.shape}.")
+                       f"B={x.shape[0]}), or one per pack of examples; got shape "
+                       f"{logits.shape}.")
+    n_out.append(logits.shape[0])
     return jnp.sum(logits.astype(jnp.float32))
 
-  return jax.grad(total)(x)
+  g = jax.grad(total)(x)
+  return g if n_out[0] == x.shape[0] else g.reshape(n_out[0], -1)
 
 
 def squared_norms(g: Array) -> Array:
