@@ -615,7 +615,8 @@ class BestCheckpoint:
   checkpoint until the redone evaluation of that step, or a better one, replaces it.
   """
 
-  def __init__(self, workdir: str, metric: str, records: Sequence[Mapping[str, Any]] = ()):
+  def __init__(self, workdir: str, metric: str, records: Sequence[Mapping[str, Any]] = (),
+               write_record: bool = True):
     if metric not in METRIC_DIRECTIONS:
       raise ValueError(f"Unknown best metric {metric!r}; choose one of "
                        f"{sorted(METRIC_DIRECTIONS)}.")
@@ -624,6 +625,9 @@ class BestCheckpoint:
     self.directory = os.path.join(workdir, BEST_DIR)
     self._records = [dict(r) for r in records]
     self._ckpt: Optional[Checkpointer] = None
+    # False on the processes other than 0 of a multi-process run: they take part in the
+    # (collective) Orbax save of the best state but leave best.json to process 0.
+    self.write_record = write_record
 
   def _comparable(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return (a.get("num_samples") == b.get("num_samples")
@@ -660,6 +664,8 @@ class BestCheckpoint:
             "direction": METRIC_DIRECTIONS[self.metric],
             "checkpoint": os.path.join(BEST_DIR, str(int(step))),
             **{k: result[k] for k in ("num_samples", "features") if k in result}}
+    if not self.write_record:
+      return True
     path = os.path.join(self.workdir, BEST_FILE)
     with open(path + ".tmp", "w") as f:
       json.dump(best, f, indent=2, sort_keys=True)

@@ -149,17 +149,12 @@ def distributed_kwargs(coordinator_address: Optional[str] = None,
                        "same on every process.")
     kwargs["coordinator_address"] = address
   if num_processes is not None:
-    if isinstance(num_processes, bool) or int(num_processes) != num_processes \
-        or num_processes < 1:
-      raise ValueError(f"--num_processes={num_processes!r} must be an integer >= 1.")
-    kwargs["num_processes"] = int(num_processes)
+    kwargs["num_processes"] = num_processes = _int_flag(num_processes, "num_processes", 1)
   if process_id is not None:
-    if isinstance(process_id, bool) or int(process_id) != process_id or process_id < 0:
-      raise ValueError(f"--process_id={process_id!r} must be an integer >= 0.")
+    kwargs["process_id"] = process_id = _int_flag(process_id, "process_id", 0)
     if num_processes is not None and process_id >= num_processes:
       raise ValueError(f"--process_id={process_id} must be below --num_processes="
                        f"{num_processes} (processes are numbered 0..{num_processes - 1}).")
-    kwargs["process_id"] = int(process_id)
   if local_device_ids is not None and local_device_ids != "":
     items = (local_device_ids.split(",") if isinstance(local_device_ids, str) else
              [local_device_ids] if isinstance(local_device_ids, int) else list(local_device_ids))
@@ -174,6 +169,12 @@ def distributed_kwargs(coordinator_address: Optional[str] = None,
     if ids:
       kwargs["local_device_ids"] = ids
   return kwargs
+
+
+def _int_flag(value: Any, flag: str, minimum: int) -> int:
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum:
+    return int(value)
+  raise ValueError(f"--{flag}={value!r} must be an integer >= {minimum}.")
 
 
 def _distributed_help(kwargs: Mapping[str, Any], error: BaseException) -> str:
@@ -261,14 +262,18 @@ def process_rows(batch_size: int, process_index: Optional[int] = None,
   return np.arange(p * local, (p + 1) * local)
 
 
-def sharding_process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
+def sharding_process_rows(sharding: NamedSharding, batch_size: int,
+                          devices: Optional[Sequence[jax.Device]] = None) -> np.ndarray:
   """The rows (example axis 1) of a global `[n_critic, batch_size, ...]` batch that this
-  process's devices hold under `sharding` (`batch_sharding(mesh)`), ascending: the order in
-  which `jax.make_array_from_process_local_data` takes a process's rows. Read from the
-  sharding rather than assumed contiguous, since the mesh's device order is the caller's."""
+  process's devices (or `devices`) hold under `sharding` (`batch_sharding(mesh)`), ascending:
+  the order in which `jax.make_array_from_process_local_data` takes a process's rows. Read
+  from the sharding rather than assumed contiguous, since the mesh's device order is the
+  caller's."""
+  devices = set(sharding.addressable_devices if devices is None else devices)
   rows = set()
-  for index in sharding.addressable_devices_indices_map((1, int(batch_size))).values():
-    rows.update(range(*index[1].indices(int(batch_size))))
+  for device, index in sharding.devices_indices_map((1, int(batch_size))).items():
+    if device in devices:
+      rows.update(range(*index[1].indices(int(batch_size))))
   return np.array(sorted(rows), np.int64)
 
 

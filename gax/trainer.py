@@ -36,7 +36,6 @@ import json
 import logging as stdlib_logging
 import math
 import os
-import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -256,6 +255,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   if n_proc > 1 and config.parallel == "none":
     raise ValueError(f"config.parallel='none' trains on one device, but this run has {n_proc} "
                      "processes (--distributed); use config.parallel='mesh' (or 'pmap').")
+  use_pmap = config.parallel == "pmap"
+  n_dev = {"pmap": jax.local_device_count() * n_proc,
+           "mesh": jax.device_count()}.get(config.parallel, 1)
+  batch_size = int(config.data.batch_size)
+  parallel.check_global_batch(batch_size, n_dev, n_proc)
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(tc.keep_checkpoints))
   has_checkpoint = ckpt.latest_step() is not None
@@ -265,11 +269,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     if main:
       check_or_write_config(workdir, config.to_dict(), has_checkpoint)
 
-  use_pmap = config.parallel == "pmap"
-  n_dev = {"pmap": jax.local_device_count() * n_proc,
-           "mesh": jax.device_count()}.get(config.parallel, 1)
-  batch_size = int(config.data.batch_size)
-  parallel.check_global_batch(batch_size, n_dev, n_proc)
   source = builders.build_data(config)
   data_shape = tuple(source.element_shape)
   if main:
@@ -311,14 +310,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     info("Evaluation every %d steps (%s), ready in %.1fs", eval_every,
          ", ".join(evaluator.metrics), time.time() - t0)
     if evaluator.best_metric is not None:
+      # Every process saves the best state (an Orbax save is collective) into the shared
+      # best/; best.json is process 0's.
       best = evaluation.BestCheckpoint(
           workdir, evaluator.best_metric,
-          evaluation.read_jsonl(os.path.join(workdir, EVAL_FILE)))
-      if not main:
-        # Every process saves the best state (an Orbax save is collective) into the shared
-        # best/, but best.json, which BestCheckpoint writes into its `workdir`, is process 0's:
-        # the others write theirs to a private scratch directory.
-        best.workdir = tempfile.mkdtemp(prefix="gax_best_json_")
+          evaluation.read_jsonl(os.path.join(workdir, EVAL_FILE)), write_record=main)
 
   # The global batch of a step is the source's batch of `batch_size` rows whatever the number
   # of processes; each process draws it and keeps the rows of its devices (all of them with
