@@ -191,7 +191,12 @@ class MinibatchDiscrimination(nn.Module):
     t = self.param("kernel", self.kernel_init, (a, self.num_kernels * self.kernel_dim),
                    jnp.float32)
     m = (x.astype(jnp.float32) @ t).reshape(n, self.num_kernels, self.kernel_dim)
-    l1 = jnp.sum(jnp.abs(m[:, None] - m[None, :]), axis=-1)  # [n, n, B]
+    # ||M_i,b - M_j,b||_1 summed one kernel coordinate at a time over [n, n, B] arrays: the
+    # same value as reducing a [n, n, B, C] difference over its short last axis, which XLA:CPU
+    # runs about 9x slower (measured: 36 vs 328 ms for value and gradient at n = B = 100,
+    # C = 5).
+    mc = jnp.moveaxis(m, -1, 0)  # [C, n, B]
+    l1 = sum(jnp.abs(mc[c][:, None, :] - mc[c][None, :, :]) for c in range(self.kernel_dim))
     c = jnp.exp(-l1)
     if not self.include_self:
       c = c * (1.0 - jnp.eye(n, dtype=c.dtype))[:, :, None]
