@@ -38,7 +38,8 @@ def test_discriminator_gives_the_gax_logits_from_the_same_weights():
   norms = [m for m in d.body if isinstance(m, torch.nn.BatchNorm2d)]
   with torch.no_grad():
     for i, conv in enumerate(convs):  # flax HWIO -> torch OIHW
-      conv.weight.copy_(torch.from_numpy(np.transpose(p[f"Conv_{i}"]["kernel"], (3, 2, 0, 1))))
+      conv.weight.copy_(torch.from_numpy(
+          np.ascontiguousarray(np.transpose(p[f"Conv_{i}"]["kernel"], (3, 2, 0, 1)))))
       if conv.bias is not None:
         conv.bias.copy_(torch.from_numpy(p[f"Conv_{i}"]["bias"]))
     for i, bn in enumerate(norms):
