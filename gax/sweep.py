@@ -96,8 +96,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, variant: str = "",
 
   The record: `{"group", "variant", "seed", "status": "ok" | "diverged" | "stopped",
   "error", "final": last evaluation (with `modes_any` for mixtures), "best": best.json or
-  None, "alarms": {kind: count}, "wall_s"}`, also written to `<workdir>/result.json`. When that
-  file exists from the same config, it is returned without training.
+  None, "alarms": {kind: count}, "alarm_steps": {kind: [steps]}, "steps", "wall_s"}`, also
+  written to `<workdir>/result.json`. When that file exists from the same config, it is
+  returned without training.
   """
   if seed is not None:
     config = apply_overrides(config, {"seed": int(seed)})
@@ -108,6 +109,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, variant: str = "",
       old = json.load(f)
     if old.get("format") == RESULT_FORMAT and old.get("config") == json.loads(
         json.dumps(cfg)):
+      old.update(_alarm_fields(workdir))  # records written before alarm_steps existed
+      old["steps"] = int(config.train.steps)
       return old
     logging.warning("%s is from another config or format; training again.", path)
   t0 = time.time()
@@ -118,20 +121,47 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, variant: str = "",
     status, error = "diverged", str(e)
   except monitor_lib.MonitorStop as e:
     status, error = "stopped", str(e)
-  alarms = collections.Counter(
-      a["kind"] for a in evaluation.read_jsonl(os.path.join(workdir, trainer.ALARMS_FILE)))
   record = {
       "format": RESULT_FORMAT, "group": group, "variant": variant, "seed": int(config.seed),
       "status": status, "error": error,
       "final": _final_metrics(evaluation.read_jsonl(os.path.join(workdir,
                                                                  evaluation.EVAL_FILE))),
-      "best": evaluation.read_best(workdir), "alarms": dict(sorted(alarms.items())),
-      "wall_s": time.time() - t0, "config": cfg,
+      "best": evaluation.read_best(workdir), **_alarm_fields(workdir),
+      "steps": int(config.train.steps), "wall_s": time.time() - t0, "config": cfg,
   }
   with open(path + ".tmp", "w") as f:
     json.dump(record, f, indent=1, sort_keys=True, default=_json_default)
   os.replace(path + ".tmp", path)
   return json.loads(json.dumps(record, default=_json_default))
+
+
+def _alarm_fields(workdir: str) -> Dict[str, Any]:
+  steps: Dict[str, List[int]] = {}
+  for a in evaluation.read_jsonl(os.path.join(workdir, trainer.ALARMS_FILE)):
+    steps.setdefault(a["kind"], []).append(int(a["step"]))
+  return {"alarms": {k: len(v) for k, v in sorted(steps.items())},
+          "alarm_steps": dict(sorted(steps.items()))}
+
+
+def late_failures(record: Mapping[str, Any]) -> List[str]:
+  """The failures of a run that count in a table: the monitor's alarm kinds raised in the
+  second half of training, `mode_collapse` also when the final evaluation is still below the
+  monitor's threshold (an episode that began early and never ended), and a non-"ok" status.
+  Alarms of the first half alone are left out: every run starts far from the data, so early
+  evaluations cover few modes and early gradients spike in runs that end well."""
+  out = set()
+  half = record.get("steps", 0) / 2
+  for kind, steps in record.get("alarm_steps", {}).items():
+    if any(s > half for s in steps):
+      out.add(kind)
+  final = record.get("final", {})
+  fraction = (record.get("config") or {}).get("monitor", {}).get(
+      "mode_collapse_fraction", monitor_lib.monitor_config_defaults()["mode_collapse_fraction"])
+  if final.get("modes") and final.get("modes_covered", final["modes"]) < fraction * final["modes"]:
+    out.add(monitor_lib.MODE_COLLAPSE)
+  if record.get("status", "ok") != "ok":
+    out.add(record["status"])
+  return sorted(out)
 
 
 def _json_default(value: Any) -> Any:
@@ -152,8 +182,8 @@ class Row:
     runs: number of runs.
     stats: metric -> (mean, std over runs with a finite value, number of such runs).
     deltas: metric -> (mean - baseline mean, standard error of that difference) or absent.
-    failures: failure -> number of runs with it (monitor alarm kinds, "diverged",
-      "stopped").
+    failures: failure -> number of runs with it (`late_failures`: monitor alarm kinds,
+      "diverged", "stopped").
     all_seeds: metric -> the value of every run, in seed order.
   """
 
@@ -200,9 +230,7 @@ def summarise(records: Iterable[Mapping[str, Any]], metrics: Sequence[str],
       row.stats[m] = _mean_std(row.all_seeds[m])
     fails: collections.Counter = collections.Counter()
     for r in rs:
-      fails.update(set(r.get("alarms", {})))
-      if r["status"] != "ok":
-        fails[r["status"]] += 1
+      fails.update(late_failures(r))
     row.failures = dict(sorted(fails.items()))
     rows.append(row)
   if baseline is not None:
@@ -238,14 +266,14 @@ METRIC_FORMATS = {
 
 def markdown_table(rows: Sequence[Row], metrics: Sequence[str], deltas: bool = False) -> str:
   """A Markdown table: group, variant, runs, `mean ± std` per metric (with `deltas`, also
-  `Δ mean ± s.e.` against the baseline), and the failures (runs with each)."""
+  `Δ mean ± s.e.` against the baseline), and the `late_failures` (runs with each)."""
   head = ["data", "variant", "runs"]
   for m in metrics:
     title = METRIC_FORMATS.get(m, (m, 1, 3))[0]
     head.append(title)
     if deltas:
       head.append(f"Δ {title}")
-  head.append("failures (runs)")
+  head.append("late failures (runs)")
   lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
   for row in rows:
     cells = [row.group, row.variant, str(row.runs)]

@@ -67,18 +67,20 @@ def test_every_variant_builds_a_valid_run(dataset):
   assert set(variants.SOURCES) == set(variants.VARIANTS) - {"baseline"}
 
 
-def _record(group, variant, seed, status="ok", alarms=None, **final):
-  return {"group": group, "variant": variant, "seed": seed, "status": status,
-          "final": final, "alarms": alarms or {}}
+def _record(group, variant, seed, status="ok", alarm_steps=None, **final):
+  return {"group": group, "variant": variant, "seed": seed, "status": status, "steps": 100,
+          "final": final, "alarm_steps": alarm_steps or {}}
 
 
 def test_summary_statistics_and_deltas_match_closed_forms():
   records = [
       _record("ring", "baseline", 0, modes_covered=2, hq_fraction=0.5),
       _record("ring", "baseline", 1, modes_covered=4, hq_fraction=0.7),
-      _record("ring", "r1", 0, modes_covered=8, hq_fraction=0.9, alarms={"mode_collapse": 1}),
+      # An early alarm (step 50 of 100) is not a failure; a late one (60) is.
+      _record("ring", "r1", 0, modes_covered=8, hq_fraction=0.9,
+              alarm_steps={"mode_collapse": [50], "exploding_gradients": [60]}),
       _record("ring", "r1", 1, modes_covered=6, hq_fraction=0.8),
-      _record("ring", "r1", 2, "diverged", alarms={"non_finite": 1}),
+      _record("ring", "r1", 2, "diverged", alarm_steps={"non_finite": [80]}),
   ]
   rows = sweep.summarise(records, ["modes_covered", "hq_fraction"], baseline="baseline")
   base, r1 = rows
@@ -88,14 +90,18 @@ def test_summary_statistics_and_deltas_match_closed_forms():
   d, se = r1.deltas["modes_covered"]
   assert d == 4.0 and se == pytest.approx(math.sqrt(2 / 2 + 2 / 2))
   assert r1.deltas["hq_fraction"][0] == pytest.approx(0.25)
-  assert r1.failures == {"diverged": 1, "mode_collapse": 1, "non_finite": 1}
+  assert r1.failures == {"diverged": 1, "exploding_gradients": 1, "non_finite": 1}
   assert base.deltas == {} and base.failures == {}
   assert np.isnan(r1.all_seeds["modes_covered"][2])
+  # Still collapsed at the final evaluation: a failure whenever the alarm fired.
+  stuck = _record("ring", "v", 0, modes_covered=3, modes=8, alarm_steps={"mode_collapse": [10]})
+  assert sweep.late_failures(stuck) == ["mode_collapse"]
+  assert sweep.late_failures({**stuck, "final": {"modes_covered": 4, "modes": 8}}) == []
   table = sweep.markdown_table(rows, ["modes_covered", "hq_fraction"], deltas=True)
   lines = table.splitlines()
   assert lines[0].startswith("| data | variant | runs | modes | Δ modes | % HQ | Δ % HQ |")
   assert "| ring | r1 | 3 | 7.0 ± 1.4 (2 runs) | +4.0 ± 1.4 | 85.0 ± 7.1 (2 runs) |" in table
-  assert lines[-1].endswith("diverged 1/3, mode_collapse 1/3, non_finite 1/3 |")
+  assert lines[-1].endswith("diverged 1/3, exploding_gradients 1/3, non_finite 1/3 |")
   assert lines[2].endswith("| none |")
 
 
@@ -127,6 +133,8 @@ def test_a_run_the_monitor_stops_is_a_record_with_its_alarms(tmp_path):
   record = sweep.run(c, str(tmp_path), variant="v", seed=0)
   assert record["status"] == "stopped" and "exploding_gradients" in record["error"]
   assert record["alarms"] == {"exploding_gradients": 1} and record["final"] == {}
+  assert record["alarm_steps"] == {"exploding_gradients": [1]} and record["steps"] == 4
+  assert sweep.late_failures(record) == ["stopped"]  # step 1 of 4 is early
 
 
 def test_ablate_command_writes_the_table_and_resumes(tmp_path):
