@@ -9,7 +9,7 @@ Every (dataset, variant, seed) is one `gax.trainer.train` run in
 `<workdir>/<dataset>/<variant>/seed_<seed>/`, with its `eval.jsonl` and the monitor's
 `alarms.jsonl`; a finished run is read back instead of trained again, so an interrupted
 sweep resumes where it stopped. After every run `<workdir>/ablation.md` (the table) and
-`ablation.jsonl` (one record per run) are rewritten. The table gives per dataset and variant
+`ablation.jsonl` (one record per run) are rewritten (`--table_name` renames them). The table gives per dataset and variant
 the mean ± standard deviation over seeds of the final evaluation's metrics (mixtures: modes
 covered, modes with >= 1 high-quality sample, % high-quality samples, reverse KL; digits: FID,
 IS, precision, recall, with one classifier shared by all runs), the difference to `baseline`
@@ -37,7 +37,6 @@ FLAGS = flags.FLAGS
 
 MIXTURE_METRICS = ("modes_covered", "modes_any", "hq_fraction", "reverse_kl")
 DIGITS_METRICS = ("fid", "is", "precision", "recall")
-TABLE_FILE, RECORDS_FILE = "ablation.md", "ablation.jsonl"
 
 
 def metrics_for(dataset: str) -> Sequence[str]:
@@ -71,8 +70,9 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
   return jobs
 
 
-def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str]) -> str:
-  """Rewrites `<root>/ablation.md` and `ablation.jsonl`; returns the table."""
+def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str],
+                  name: str = "ablation") -> str:
+  """Rewrites `<root>/<name>.md` and `<name>.jsonl`; returns the table."""
   parts = []
   for dataset in datasets:
     rs = [r for r in records if r["group"] == dataset]
@@ -81,10 +81,11 @@ def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str]) -
       parts.append(sweep.markdown_table(rows, metrics_for(dataset), deltas=True))
   table = "\n".join(parts)
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, TABLE_FILE) + ".tmp", "w") as f:
+  path = os.path.join(root, name + ".md")
+  with open(path + ".tmp", "w") as f:
     f.write(table)
-  os.replace(os.path.join(root, TABLE_FILE) + ".tmp", os.path.join(root, TABLE_FILE))
-  sweep.write_jsonl(os.path.join(root, RECORDS_FILE), records)
+  os.replace(path + ".tmp", path)
+  sweep.write_jsonl(os.path.join(root, name + ".jsonl"), records)
   return table
 
 
@@ -105,9 +106,9 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
-  records = sweep.run_many(
-      jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(FLAGS.workdir, rs, FLAGS.datasets))
-  print(write_outputs(FLAGS.workdir, records, FLAGS.datasets))
+  out = lambda rs: write_outputs(FLAGS.workdir, rs, FLAGS.datasets, FLAGS.table_name)
+  records = sweep.run_many(jobs, FLAGS.workdir, on_record=out)
+  print(out(records))
 
 
 def define_flags() -> None:
@@ -122,6 +123,8 @@ def define_flags() -> None:
   flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures).")
   flags.DEFINE_integer("digits_samples", 1000, "Generated images per digits evaluation.")
   flags.DEFINE_string("workdir", "runs/ablate", "Root of the runs and the result table.")
+  flags.DEFINE_string("table_name", "ablation", "The table is <workdir>/<table_name>.md, the "
+                      "records <table_name>.jsonl.")
 
 
 if __name__ == "__main__":
