@@ -45,7 +45,7 @@ def metrics_for(dataset: str) -> Sequence[str]:
 
 def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture_steps: int,
               digits_steps: int, hidden: Sequence[int], root: str,
-              digits_samples: int = 1000) -> List[sweep.Job]:
+              digits_samples: int = 1000, arch: str = "gax") -> List[sweep.Job]:
   """The jobs of a sweep: for each dataset the baseline and every variant name, each seed."""
   bad = [d for d in datasets if d not in variants_lib.DATASETS]
   if bad:
@@ -61,7 +61,7 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
           classifier_path=os.path.abspath(os.path.join(root, "digits_classifier.npz")))
     else:
       steps = mixture_steps
-      base = variants_lib.mixture_config(dataset, steps, hidden=hidden)
+      base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
     chosen = ["baseline"] + [n for n in names if n != "baseline"
                              and not set(n.split("+")) & variants_lib.NOT_FOR.get(dataset, set())]
     for name in chosen:
@@ -102,7 +102,8 @@ def main(argv):
     raise app.UsageError(f"--hidden must be integers, got {FLAGS.hidden}.") from None
   try:
     jobs = make_jobs(FLAGS.datasets, names, FLAGS.seeds, FLAGS.mixture_steps,
-                     FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples)
+                     FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples,
+                     FLAGS.arch)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -120,7 +121,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds 0..seeds-1 per variant.")
   flags.DEFINE_integer("mixture_steps", 5000, "Training steps on the mixtures.")
   flags.DEFINE_integer("digits_steps", 1000, "Training steps on the digits.")
-  flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures).")
+  flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures, arch gax).")
+  flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Mixture networks and optimiser: gax's "
+                    "MLPs, or those of the PacGAN code (benchmarks/variants.py: PACGAN_ARCH).")
   flags.DEFINE_integer("digits_samples", 1000, "Generated images per digits evaluation.")
   flags.DEFINE_string("workdir", "runs/ablate", "Root of the runs and the result table.")
   flags.DEFINE_string("table_name", "ablation", "The table is <workdir>/<table_name>.md, the "

@@ -67,7 +67,7 @@ PUBLISHED: Dict[str, List[tuple]] = {
 
 
 def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps: int,
-              hidden: Sequence[int]) -> List[sweep.Job]:
+              hidden: Sequence[int], arch: str = "gax") -> List[sweep.Job]:
   bad = [d for d in datasets if d not in variants_lib.MIXTURES]
   if bad:
     raise ValueError(f"Unknown mixtures {bad}; choose from {sorted(variants_lib.MIXTURES)}.")
@@ -75,7 +75,7 @@ def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps
     raise ValueError(f"--seeds must be >= 1, got {seeds}.")
   jobs = []
   for dataset in datasets:
-    base = variants_lib.mixture_config(dataset, steps, hidden=hidden)
+    base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
     for method in methods:
       v = variants_lib.variant(method, dataset, steps)
       jobs.extend(sweep.Job(dataset, v, seed, base) for seed in range(seeds))
@@ -126,7 +126,8 @@ def main(argv):
   trainer.quiet_library_logs()
   try:
     hidden = [int(h) for h in FLAGS.hidden]
-    jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden)
+    jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden,
+                     FLAGS.arch)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -142,7 +143,9 @@ def define_flags() -> None:
   flags.DEFINE_list("methods", ["baseline", "r1"], "Variants of benchmarks/variants.py, or a+b.")
   flags.DEFINE_integer("seeds", 5, "Seeds 0..seeds-1 per method.")
   flags.DEFINE_integer("steps", 20000, "Training steps per run.")
-  flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths of G and D.")
+  flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths of G and D (arch gax).")
+  flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Networks and optimiser: gax's MLPs, "
+                    "or those of the PacGAN code (benchmarks/variants.py: PACGAN_ARCH).")
   flags.DEFINE_string("workdir", "runs/mode_coverage", "Root of the runs and the result table.")
 
 

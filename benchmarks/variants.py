@@ -32,15 +32,45 @@ MIXTURES = {
 DATASETS = (*MIXTURES, "digits")
 
 
+# The networks and optimiser of the official PacGAN mixture code (`pacgan_task.py` and
+# `config.py` of `synthetic_data_experiments/2DRing_GAN&PacGAN`): z ~ N(0, I_2); G four
+# hidden layers of 400 ReLU units with batch norm (no biases) and a linear output; D three
+# maxout layers of 200 units with 5 pieces; every weight N(0, 0.02^2), biases 0; Adam with
+# learning rate 1e-4 and beta1 0.8 for both players.
+PACGAN_ARCH = {
+    "model": {"name": "mlp", "g_hidden": (400,) * 4, "g_norm": "batch", "d_hidden": (200,) * 3,
+              "d_activation": "maxout", "maxout_pieces": 5, "init_std": 0.02},
+    "latent.dim": 2,
+    "learning_rate": 1e-4,
+    "b1": 0.8,
+}
+ARCHS = ("gax", "pacgan")
+
+
 def mixture_config(dataset: str, steps: int, hidden: Sequence[int] = (128, 128, 128),
-                   batch_size: int = 100, evals: int = 4) -> ml_collections.ConfigDict:
-  """The plain non-saturating GAN on a mixture of `MIXTURES`, evaluated `evals` times."""
+                   batch_size: int = 100, evals: int = 4,
+                   arch: str = "gax") -> ml_collections.ConfigDict:
+  """The plain non-saturating GAN on a mixture of `MIXTURES`, evaluated `evals` times.
+
+  `arch="gax"`: MLPs of widths `hidden` (LeakyReLU D, no batch norm), z of dimension 64,
+  Adam 2e-4 / 0.5; `arch="pacgan"`: the PacGAN code's networks and optimiser
+  (`PACGAN_ARCH`; `hidden` is not used).
+  """
   if dataset not in MIXTURES:
     raise ValueError(f"Unknown mixture {dataset!r}; choose from {sorted(MIXTURES)}.")
+  if arch not in ARCHS:
+    raise ValueError(f"Unknown architecture {arch!r}; choose from {ARCHS}.")
   c = base_config()
   c.data = {**MIXTURES[dataset], "batch_size": int(batch_size)}
-  c.model = {"name": "mlp", "g_hidden": tuple(hidden), "d_hidden": tuple(hidden)}
-  c.latent.dim = 64
+  if arch == "pacgan":
+    c.model = dict(PACGAN_ARCH["model"])
+    c.latent.dim = PACGAN_ARCH["latent.dim"]
+    for player in ("g", "d"):
+      c.optimizer[player].learning_rate = PACGAN_ARCH["learning_rate"]
+      c.optimizer[player].b1 = PACGAN_ARCH["b1"]
+  else:
+    c.model = {"name": "mlp", "g_hidden": tuple(hidden), "d_hidden": tuple(hidden)}
+    c.latent.dim = 64
   c.loss = "non_saturating"
   _schedule(c, steps, evals)
   c.train.num_samples = 2500
@@ -104,6 +134,8 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("spectral_norm", {"tricks.spectral_norm.enabled": True}),  # Miyato et al. 2018
     Variant("r1", {"d_penalty.r1": 0.01}),  # Mescheder et al. 2018
     Variant("g_ema", {"tricks.g_ema.enabled": True}),  # Yazici et al. 2019
+    # Both learning rates decayed linearly to 0 over the run (decay_steps set by `variant`).
+    Variant("lr_decay", {"optimizer.g.schedule": "linear", "optimizer.d.schedule": "linear"}),
 ]}
 
 SOURCES = {
@@ -126,6 +158,7 @@ SOURCES = {
     "spectral_norm": "Miyato et al. 2018",
     "r1": "Mescheder et al. 2018 (weight 0.01)",
     "g_ema": "Yazici et al. 2019 (decay 0.999)",
+    "lr_decay": "learning rates of both players decayed linearly to 0 over the run",
 }
 
 # Variants that do not apply to a dataset's base config (the digits DCGAN already has
@@ -135,7 +168,7 @@ NOT_FOR = {"digits": {"g_batch_norm"}}
 
 def variant(name: str, dataset: str, steps: int) -> Variant:
   """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps:
-  instance noise decays to 0 over the run."""
+  instance noise and the learning rates of `lr_decay` decay to 0 over the run."""
   parts = name.split("+")
   unknown = [p for p in parts if p not in VARIANTS]
   if unknown:
@@ -149,4 +182,9 @@ def variant(name: str, dataset: str, steps: int) -> Variant:
   overrides = dict(out.overrides)
   if "tricks.instance_noise.enabled" in overrides:
     overrides["tricks.instance_noise.decay_steps"] = int(steps)
+  if "optimizer.g.schedule" in overrides:
+    # Schedules count each player's own updates: D makes n_critic of them per step.
+    n_critic = int(overrides.get("n_critic", 1))
+    overrides["optimizer.g.decay_steps"] = int(steps)
+    overrides["optimizer.d.decay_steps"] = int(steps) * n_critic
   return Variant(name, overrides)

@@ -14,7 +14,8 @@ The config layout (see `experiments/configs/`):
   d_penalty     weight of each `gax.penalties.PENALTIES` entry in D's loss (0 = off)
   n_critic      D updates per G update
   tricks        one section per `gax.tricks.TRICKS` entry: enabled (bool) and its options
-  optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options
+  optimizer     g, d: name (a `gax.optimizers.OPTIMIZERS` entry) and its options, and the
+                learning-rate schedule (`gax.optimizers.SCHEDULE_KEYS`)
   parallel      'none' (one device, jit), 'pmap' (all local devices) or 'mesh' (jit over a
                 Mesh of all devices with NamedSharding)
   train         steps and logging/sampling/checkpoint intervals
@@ -205,10 +206,10 @@ def base_config() -> "ml_collections.ConfigDict":
   c.d_penalty = ml_collections.ConfigDict({name: 0.0 for name in penalties.PENALTIES})
   c.n_critic = 1
   c.tricks = ml_collections.ConfigDict(tricks.default_config())
-  c.optimizer = ml_collections.ConfigDict({
-      "g": {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999},
-      "d": {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999},
-  })
+  # Constant learning rates; `gax.optimizers` documents the schedule keys.
+  adam = {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999, "schedule": "constant",
+          "decay_steps": 0, "final_scale": 0.0, "warmup_steps": 0}
+  c.optimizer = ml_collections.ConfigDict({"g": dict(adam), "d": dict(adam)})
   c.parallel = "none"
   c.train = ml_collections.ConfigDict({
       "steps": 1000,

@@ -25,6 +25,11 @@ Regularisers for the generator:
     conditional adversarial networks"; ganhacks tip 17) is flax's `nn.Dropout` with
     `deterministic=False`; the models in `gax.models` use it directly.
 
+Hidden units for the discriminator:
+  * `Maxout` (Goodfellow, Warde-Farley, Mirza, Courville & Bengio 2013, "Maxout networks"):
+    each unit is the maximum of `pieces` affine functions of its input; the D of the
+    original GAN (Goodfellow et al. 2014) and of the PacGAN mixture experiments.
+
 Upsampling:
   * `PixelShuffle` (Shi et al. 2016, "Real-time single image and video super-resolution using
     an efficient sub-pixel convolutional neural network"): a stride-1 convolution to
@@ -270,6 +275,22 @@ class GaussianNoise(nn.Module):
       return x
     eps = jax.random.normal(self.make_rng(self.rng_collection), x.shape, jnp.float32)
     return (x.astype(jnp.float32) + self.stddev * eps).astype(x.dtype)
+
+
+class Maxout(nn.Module):
+  """`[..., d] -> [..., features]`: `max_k (x W_k + b_k)` over `pieces` affine maps, kept as
+  one `Dense(features * pieces)` whose output is read as `[..., features, pieces]`."""
+
+  features: int
+  pieces: int = 5
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.pieces < 1:
+      raise ValueError(f"Maxout needs pieces >= 1, got {self.pieces}.")
+    y = nn.Dense(self.features * self.pieces, kernel_init=self.kernel_init)(x)
+    return y.reshape(*y.shape[:-1], self.features, self.pieces).max(axis=-1)
 
 
 def depth_to_space(x: jax.Array, r: int) -> jax.Array:

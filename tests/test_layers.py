@@ -252,3 +252,24 @@ def test_check_option_names_the_option_and_the_allowed_values():
   with pytest.raises(ValueError, match="Unknown g_norm 'bn'; allowed: 'batch', 'none'"):
     layers.check_option("g_norm", "bn", ("batch", "none"))
   layers.check_option("g_norm", "none", ("batch", "none"))
+
+
+# --- Maxout ------------------------------------------------------------------------------
+
+
+def test_maxout_is_the_max_of_its_affine_pieces():
+  x = _randn(5, 3)
+  m = layers.Maxout(features=4, pieces=3)
+  v = m.init(jax.random.PRNGKey(0), x)
+  params = flax.core.unfreeze(v["params"])
+  params["Dense_0"]["bias"] = _randn(12)
+  out = np.asarray(m.apply({"params": params}, x))
+  w = np.asarray(params["Dense_0"]["kernel"], np.float64)
+  b = np.asarray(params["Dense_0"]["bias"], np.float64)
+  expected = np.empty((5, 4))
+  for n in range(5):
+    for j in range(4):  # unit j owns the columns j * pieces ... j * pieces + pieces - 1
+      expected[n, j] = max(x[n] @ w[:, j * 3 + k] + b[j * 3 + k] for k in range(3))
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="pieces >= 1"):
+    layers.Maxout(features=4, pieces=0).init(jax.random.PRNGKey(0), x)

@@ -162,6 +162,7 @@ MLP_OPTIONS = [
     {"g_noise_std": 0.1, "g_dropout": 0.5},
     {"g_norm": "virtual_batch", "vbn_reference_size": 2, "g_noise_std": 0.1, "g_dropout": 0.5,
      "minibatch": "discrimination"},
+    {"d_activation": "maxout", "maxout_pieces": 3, "init_std": 0.02, "g_norm": "batch"},
 ]
 
 
@@ -283,11 +284,31 @@ def test_minibatch_layers_feed_the_last_layer():
     ("dcgan", SHAPE16, "downsample", "max_pool", "'stride', 'avg_pool'"),
     ("mlp", (2,), "g_norm", "instance", "'none', 'batch', 'virtual_batch'"),
     ("mlp", (2,), "minibatch", "stdev", "'none', 'stddev', 'discrimination'"),
+    ("mlp", (2,), "d_activation", "relu", "'leaky_relu', 'maxout'"),
 ])
 def test_bad_trick_options_name_the_option_and_the_allowed_values(name, shape, option, value,
                                                                   allowed):
   with pytest.raises(ValueError, match=f"Unknown {option} '{value}'; allowed: {allowed}"):
     models.MODELS.build(name, data_shape=shape, **{option: value})
+
+
+def test_mlp_maxout_d_and_init_std_follow_the_pacgan_layout():
+  # PacGAN's mixture D: maxout layers of `hidden` units with `pieces` pieces each, then a
+  # linear output; every kernel N(0, init_std^2) in both networks.
+  g, d = models.MODELS.build("mlp", data_shape=(2,), g_hidden=(300, 300), d_hidden=(200, 200),
+                             d_activation="maxout", maxout_pieces=5, init_std=0.02)
+  dp = _init(d, jnp.ones((2, 2)))["params"]
+  assert [dp[f"Maxout_{i}"]["Dense_0"]["kernel"].shape for i in range(2)] == [(2, 1000),
+                                                                            (200, 1000)]
+  assert dp["Dense_0"]["kernel"].shape == (200, 1)
+  gp = _init(g, jnp.ones((2, 6)))["params"]
+  kernels = [dp["Maxout_1"]["Dense_0"]["kernel"], gp["Dense_1"]["kernel"]]
+  for k in kernels:
+    assert abs(float(jnp.std(k)) - 0.02) < 0.001 and abs(float(jnp.mean(k))) < 0.001
+  with pytest.raises(ValueError, match="maxout_pieces must be an integer >= 1"):
+    models.MODELS.build("mlp", data_shape=(2,), d_activation="maxout", maxout_pieces=0)
+  with pytest.raises(ValueError, match="init_std must be >= 0"):
+    models.MODELS.build("mlp", data_shape=(2,), init_std=-0.1)
 
 
 @pytest.mark.parametrize("option,value,match", [("g_dropout", 1.0, "g_dropout must be"),

@@ -73,3 +73,75 @@ def test_players_get_their_own_optimizer_and_learning_rate():
   np.testing.assert_allclose(_one_update(gan.d_tx, grads, params)["w"], -4e-4 * grads["w"])
   np.testing.assert_allclose(_one_update(gan.g_tx, grads, params)["w"],
                              _one_update(optax.adam(2e-4, b1=0.5), grads, params)["w"])
+
+
+def _sgd_learning_rates(cfg, updates):
+  """The learning rate of each of `updates` SGD updates with gradient 1, read off the
+  parameter changes."""
+  tx = build_optimizer({"name": "sgd", "learning_rate": 0.1, **cfg})
+  params, state, rates = jnp.zeros(()), None, []
+  state = tx.init(params)
+  for _ in range(updates):
+    delta, state = tx.update(jnp.ones(()), state, params)
+    rates.append(-float(delta))
+  return np.array(rates)
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({}, lambda t: 0.1 * np.ones_like(t)),
+    # Linear from lr to final_scale * lr over decay_steps updates, then held.
+    ({"schedule": "linear", "decay_steps": 8, "final_scale": 0.25},
+     lambda t: 0.1 * (1 - 0.75 * np.minimum(t, 8) / 8)),
+    # Cosine: lr * (final_scale + (1 - final_scale) * (1 + cos(pi t / T)) / 2).
+    ({"schedule": "cosine", "decay_steps": 8},
+     lambda t: 0.1 * 0.5 * (1 + np.cos(np.pi * np.minimum(t, 8) / 8))),
+    # Warm-up: 0 -> lr over 4 updates, then the linear decay to 0 over 8 more.
+    ({"schedule": "linear", "decay_steps": 8, "warmup_steps": 4},
+     lambda t: np.where(t < 4, 0.1 * t / 4, 0.1 * (1 - np.minimum(t - 4, 8) / 8))),
+])
+def test_learning_rate_schedules_follow_their_formulas(cfg, expected):
+  t = np.arange(14.0)
+  np.testing.assert_allclose(_sgd_learning_rates(cfg, 14), expected(t), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("cfg, error", [
+    ({"schedule": "exponential", "decay_steps": 10}, "Unknown learning-rate schedule"),
+    ({"schedule": "linear"}, "needs decay_steps"),
+    ({"schedule": "cosine", "decay_steps": 0}, "needs decay_steps"),
+    ({"schedule": "linear", "decay_steps": 10, "final_scale": 1.5}, r"final_scale must be in \[0, 1\]"),
+    ({"decay_steps": 10}, "schedule is 'constant'"),
+    ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+])
+def test_bad_schedules_are_clear_errors(cfg, error):
+  with pytest.raises(ValueError, match=error):
+    build_optimizer({"name": "adam", "learning_rate": 1e-3, **cfg})
+
+
+def test_each_player_schedule_counts_its_own_updates_in_the_train_step():
+  # n_critic = 2: after 3 fused train steps D has made 6 updates and G 3, so their linear
+  # schedules over 8 updates stand at lr * (1 - 6/8) and lr * (1 - 3/8).
+  from gax.steps import init_state, train_step  # pylint: disable=g-import-not-at-top
+  c = builders.base_config()
+  c.n_critic = 2
+  c.model = {"name": "mlp", "g_hidden": (4,), "d_hidden": (4,)}
+  for player in ("g", "d"):
+    c.optimizer[player] = {"name": "sgd", "learning_rate": 0.1, "schedule": "linear",
+                           "decay_steps": 8}
+  gan = builders.build_gan(c, (2,))
+  state = init_state(gan, jax.random.PRNGKey(0), (2,))
+  batch = jnp.ones((2, 8, 2))
+  for _ in range(3):
+    state, _ = train_step(gan, state, batch)
+
+  # The schedule's update counts live in the optimizer states.
+  assert int(optax.tree_utils.tree_get(state.d.opt_state, "count")) == 6
+  assert int(optax.tree_utils.tree_get(state.g.opt_state, "count")) == 3
+  # Another update of each player uses the scheduled rate: SGD moves by lr(t) * gradient.
+  for player, done in (("d", 6), ("g", 3)):
+    tx = getattr(gan, f"{player}_tx")
+    opt_state = getattr(state, player).opt_state
+    params = getattr(state, player).params
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    delta, _ = tx.update(grads, opt_state, params)
+    np.testing.assert_allclose(jax.tree_util.tree_leaves(delta)[0], -0.1 * (1 - done / 8),
+                               rtol=1e-5)

@@ -52,9 +52,10 @@ def test_variants_combine_and_clash():
     variants.variant("g_batch_norm", "digits", 10)
 
 
-@pytest.mark.parametrize("dataset", ["ring", "digits"])
-def test_every_variant_builds_a_valid_run(dataset):
-  base = variants.base_for(dataset, 10)
+@pytest.mark.parametrize("dataset, options", [("ring", {}), ("ring", {"arch": "pacgan"}),
+                                              ("digits", {})])
+def test_every_variant_builds_a_valid_run(dataset, options):
+  base = variants.base_for(dataset, 10, **options)
   for name in variants.VARIANTS:
     if name in variants.NOT_FOR.get(dataset, ()):
       continue
@@ -65,6 +66,31 @@ def test_every_variant_builds_a_valid_run(dataset):
     state = jax.eval_shape(lambda gan=gan, c=c: builders.build_state(gan, c, shape))
     assert state.step.shape == (), name
   assert set(variants.SOURCES) == set(variants.VARIANTS) - {"baseline"}
+
+
+def test_pacgan_arch_has_the_papers_networks_and_optimiser():
+  c = variants.mixture_config("grid", 10, arch="pacgan")
+  assert c.latent.dim == 2
+  for player in ("g", "d"):
+    assert (c.optimizer[player].learning_rate, c.optimizer[player].b1) == (1e-4, 0.8)
+  gan = builders.build_gan(c, (2,))
+  state = jax.eval_shape(lambda: builders.build_state(gan, c, (2,)))
+  size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  # G: 2 -> 4 x 400 (no biases, batch norm scale and offset) -> 2 (with bias).
+  assert size(state.g.params) == 2 * 400 + 3 * 400 * 400 + 4 * 2 * 400 + 400 * 2 + 2
+  # D: 3 maxout layers of 200 units x 5 pieces (with biases) -> 1.
+  assert size(state.d.params) == (2 * 1000 + 1000) + 2 * (200 * 1000 + 1000) + 200 + 1
+  with pytest.raises(ValueError, match="Unknown architecture"):
+    variants.mixture_config("ring", 10, arch="veegan")
+
+
+def test_lr_decay_reaches_zero_at_the_end_of_the_run_for_both_players():
+  v = variants.variant("train_d_more+lr_decay", "ring", 100)
+  assert v.overrides["optimizer.g.decay_steps"] == 100
+  assert v.overrides["optimizer.d.decay_steps"] == 500  # n_critic = 5 D updates per step
+  c = sweep.apply_overrides(variants.mixture_config("ring", 100), v.overrides)
+  assert c.optimizer.d.schedule == c.optimizer.g.schedule == "linear"
+  assert c.optimizer.d.final_scale == 0.0
 
 
 def _record(group, variant, seed, status="ok", alarm_steps=None, **final):

@@ -35,6 +35,7 @@ from gax.models.conditioning import CONDITIONING, check_conditioning, check_size
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
                               DCGANGenerator)
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
+from gax.models.mlp import D_ACTIVATIONS as MLP_D_ACTIVATIONS
 from gax.models.mlp import G_NORMS as MLP_G_NORMS
 from gax.models.mlp import MLPDiscriminator, MLPGenerator
 from gax.models.resnet import ResNetDiscriminator, ResNetGenerator
@@ -141,7 +142,8 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
         vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
         minibatch_kernel_dim: int = 5, minibatch_group_size: Optional[int] = None,
         num_classes: int = 0, conditioning: str = "none", g_class_dim: int = 16,
-        d_class_dim: int = 4) -> Tuple[nn.Module, nn.Module]:
+        d_class_dim: int = 4, d_activation: str = "leaky_relu", maxout_pieces: int = 5,
+        init_std: float = 0.0) -> Tuple[nn.Module, nn.Module]:
   """MLP pair for vector data of shape `(dim,)`.
 
   Args:
@@ -153,18 +155,28 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
       minibatch_kernels, minibatch_kernel_dim, minibatch_group_size, num_classes,
       conditioning, g_class_dim: as for `dcgan`.
     d_class_dim: size of D's learned class vector appended to its input ("concat").
+    d_activation: D's hidden units, "leaky_relu" | "maxout" (with `maxout_pieces` pieces).
+    init_std: > 0: N(0, init_std^2) kernels in both networks; 0: Flax's default.
   """
   if len(data_shape) != 1:
     raise ValueError(f"The MLP model needs vector data of shape (dim,); data has "
                      f"{tuple(data_shape)}.")
   check_option("g_norm", g_norm, MLP_G_NORMS)
+  check_option("d_activation", d_activation, MLP_D_ACTIVATIONS)
+  if isinstance(maxout_pieces, bool) or not isinstance(maxout_pieces, int) or maxout_pieces < 1:
+    raise ValueError(f"maxout_pieces must be an integer >= 1, got {maxout_pieces!r}.")
+  if not init_std >= 0:
+    raise ValueError(f"init_std must be >= 0 (0: Flax's default), got {init_std!r}.")
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim)
   return (MLPGenerator(hidden=tuple(g_hidden), out_dim=data_shape[0], norm=g_norm,
                        noise_std=float(g_noise_std), dropout=float(g_dropout), axis_name=axis_name,
                        vbn_reference_size=vbn_reference_size,
-                       vbn_reference_latent=vbn_reference_latent, **g_cond),
+                       vbn_reference_latent=vbn_reference_latent, init_std=float(init_std),
+                       **g_cond),
           MLPDiscriminator(hidden=tuple(d_hidden), axis_name=axis_name, minibatch=minibatch,
+                           activation=d_activation, maxout_pieces=maxout_pieces,
+                           init_std=float(init_std),
                            minibatch_kernels=minibatch_kernels,
                            minibatch_kernel_dim=minibatch_kernel_dim,
                            minibatch_group_size=minibatch_group_size, **d_cond))

@@ -10,6 +10,10 @@ names):
   (see `gax.models.dcgan`).
 * G `noise_std` > 0: Gaussian noise after every hidden layer, train mode only (`noise` RNG).
 * G `dropout` > 0: dropout after every hidden layer at train and sample time (`dropout` RNG).
+* D `activation`: "leaky_relu" (slope 0.2, default) | "maxout" (`maxout_pieces` affine pieces
+  per unit, Goodfellow et al. 2013; the D of the PacGAN mixture experiments).
+* `init_std` > 0: kernels of every dense layer drawn from N(0, init_std^2), biases 0 (the
+  DCGAN / PacGAN initialisation); 0 keeps Flax's LeCun-normal default.
 * D `minibatch`: "none" | "stddev" (one feature appended) | "discrimination" (`minibatch_kernels`
   features appended), between the last hidden layer (sown as `intermediates/features`) and
   the output layer; computed over the per-device batch under `pmap`.
@@ -27,11 +31,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gax.layers import MinibatchDiscrimination, MinibatchStdDev, check_option
+from gax.layers import Maxout, MinibatchDiscrimination, MinibatchStdDev, check_option
 from gax.models import conditioning as cond
 from gax.models.dcgan import MINIBATCH, check_g_regularisers, g_hidden, g_input, make_norm
 
 G_NORMS = ("none", "batch", "virtual_batch")
+D_ACTIVATIONS = ("leaky_relu", "maxout")
+
+
+def kernel_init(init_std: float):
+  """N(0, init_std^2) kernels, or Flax's LeCun normal for `init_std` = 0."""
+  if init_std < 0:
+    raise ValueError(f"init_std must be >= 0 (0: Flax's default), got {init_std}.")
+  return nn.initializers.normal(init_std) if init_std else nn.initializers.lecun_normal()
 
 
 class MLPGenerator(nn.Module):
@@ -49,6 +61,7 @@ class MLPGenerator(nn.Module):
   num_classes: int = 0
   conditioning: str = "none"
   g_class_dim: int = 16
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True,
@@ -59,15 +72,16 @@ class MLPGenerator(nn.Module):
     x, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
                        self.vbn_reference_latent, self.num_classes, self.conditioning,
                        self.g_class_dim)
+    init = kernel_init(self.init_std)
     for h in self.hidden:
-      x = nn.Dense(h, use_bias=self.norm == "none")(x)
+      x = nn.Dense(h, use_bias=self.norm == "none", kernel_init=init)(x)
       x = g_hidden(x, make_norm(self.norm, train, self.axis_name, jnp.float32, n_ref), train,
                    self.noise_std, self.dropout)
-    return nn.Dense(self.out_dim)(x)[n_ref:]
+    return nn.Dense(self.out_dim, kernel_init=init)(x)[n_ref:]
 
 
 class MLPDiscriminator(nn.Module):
-  """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) hidden layers; the last hidden
+  """points `[B, in_dim]` -> logits `[B]`, LeakyReLU(0.2) or maxout hidden layers; the last hidden
   activation is sown as `intermediates/features`, before the optional minibatch layer.
 
   "concat" appends each label's learned `d_class_dim`-vector to the input (labels required);
@@ -83,25 +97,33 @@ class MLPDiscriminator(nn.Module):
   num_classes: int = 0
   conditioning: str = "none"
   d_class_dim: int = 4
+  activation: str = "leaky_relu"
+  maxout_pieces: int = 5
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True, labels: Optional[jax.Array] = None):
     del train
     chex.assert_rank(x, 2)
     check_option("minibatch", self.minibatch, MINIBATCH)
+    check_option("d_activation", self.activation, D_ACTIVATIONS)
     cond.check_conditioning(self.num_classes, self.conditioning)
     cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
     if self.conditioning == "concat":
       x = cond.class_vector(x, labels, self.num_classes, self.d_class_dim)
+    init = kernel_init(self.init_std)
     for h in self.hidden:
-      x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
+      if self.activation == "maxout":
+        x = Maxout(h, self.maxout_pieces, kernel_init=init)(x)
+      else:
+        x = nn.leaky_relu(nn.Dense(h, kernel_init=init)(x), 0.2)
     self.sow("intermediates", "features", x)  # for feature matching
     features = x
     if self.minibatch == "stddev":
       x = MinibatchStdDev(self.minibatch_group_size)(x)
     elif self.minibatch == "discrimination":
       x = MinibatchDiscrimination(self.minibatch_kernels, self.minibatch_kernel_dim)(x)
-    logits = nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
+    logits = nn.Dense(1, kernel_init=init)(x).reshape(x.shape[0]).astype(jnp.float32)
     if self.conditioning == "auxiliary":
       return logits, cond.class_head(features, self.num_classes)
     return logits
