@@ -909,7 +909,7 @@ def prepare_tfds_from_arrays(name: str, data_dir: str,
                              *, class_names: Optional[Sequence[str]] = None,
                              num_classes: Optional[int] = None, split: str = "train",
                              version: str = "1.0.0", description: str = "",
-                             overwrite: bool = False) -> str:
+                             overwrite: bool = False, file_format: str = "array_record") -> str:
   """Writes uint8 images `[N, H, W, C]` (and integer classes) as the TFDS dataset `name` in
   `data_dir`: PNG-encoded (lossless), array_record files, stored order kept. Needs no
   TensorFlow and no network. Read it back with the 'tfds' dataset (`data.dataset=name`,
@@ -923,11 +923,16 @@ def prepare_tfds_from_arrays(name: str, data_dir: str,
     class_names: the names of the classes (index = class); else `num_classes` (default
       `max(label) + 1`).
     overwrite: replace this version of the dataset if it exists (else `FileExistsError`).
+    file_format: "array_record" (default; written and read without TensorFlow) or
+      "tfrecord" (TFDS's default format, as `tfds build` writes it; needs TensorFlow to write
+      and to read).
 
   Returns:
     The directory of the written dataset version.
   """
   tfds = _import_tfds()
+  if file_format not in ("array_record", "tfrecord"):
+    raise ValueError(f"file_format must be 'array_record' or 'tfrecord', got {file_format!r}.")
   if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
     raise ValueError(f"TFDS dataset name {name!r} must be lowercase snake_case, e.g. 'my_faces'.")
   if name in tfds.list_builders(with_community_datasets=False):
@@ -967,7 +972,7 @@ def prepare_tfds_from_arrays(name: str, data_dir: str,
       name=name, version=version, splits=splits, class_names=class_names,
       num_classes=num_classes if labels is not None else None,
       description=description or "Images written by gax.data.prepare_tfds_from_arrays.",
-      data_dir=os.path.expanduser(str(data_dir)), file_format="array_record")
+      data_dir=os.path.expanduser(str(data_dir)), file_format=file_format)
   if builder.is_prepared() or os.path.exists(builder.data_path):
     if not overwrite:
       raise FileExistsError(f"TFDS dataset {name!r} version {version} already exists in "

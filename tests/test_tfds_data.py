@@ -2,7 +2,11 @@
 is read back through `tfds.builder(name, data_dir=...)`, exactly as users' prepared datasets
 are, with no network (any connection attempt fails these tests) and no TensorFlow."""
 
+import importlib.util
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -156,17 +160,85 @@ def test_cache_is_reused(toy_dir, monkeypatch):
   assert (second.num_classes, second.class_names) == (2, ("cat", "dog"))
 
 
-def test_tfrecord_datasets_without_tensorflow_name_the_package(toy_dir, monkeypatch):
-  try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-    pytest.skip("TensorFlow is installed")
-  except ImportError:
-    pass
-  # As if the dataset were stored in a format without random access (TFDS's default tfrecord).
-  monkeypatch.setattr(tfds.core.file_adapters.FileFormat, "with_random_access",
-                      classmethod(lambda cls: []))
-  with pytest.raises(ImportError, match="pip install tensorflow.*array_record"):
-    data.load_tfds_images("toy", toy_dir)
+# Run in a child process in which TensorFlow cannot be imported, as on a machine without it
+# (.ci/run installs it for the test below; marking it None in sys.modules would not do, since
+# TFDS then takes it for loaded).
+NO_TENSORFLOW_CHECK = r"""
+import importlib.util, sys
+def hidden(name):
+  return name == "tensorflow" or name.startswith("tensorflow.")
+class NoTensorFlow:  # `import tensorflow` fails ...
+  def find_spec(self, name, path=None, target=None):
+    if hidden(name):
+      raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoTensorFlow())
+find_spec = importlib.util.find_spec  # ... and probing for it (etils does) finds nothing
+importlib.util.find_spec = lambda name, *a, **k: None if hidden(name) else find_spec(name, *a, **k)
+import pytest
+import tensorflow_datasets as tfds
+from gax import data
+# As if the dataset were stored in a format without random access (TFDS's default tfrecord).
+tfds.core.file_adapters.FileFormat.with_random_access = classmethod(lambda cls: [])
+with pytest.raises(ImportError, match="pip install tensorflow.*array_record"):
+  data.load_tfds_images("toy", sys.argv[1])
+assert "tensorflow" not in sys.modules
+print("NO TENSORFLOW OK")
+"""
+
+
+def _run_child(script, *args):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", script, *args], cwd=root, capture_output=True,
+                       text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+def test_tfrecord_datasets_without_tensorflow_name_the_package(toy_dir):
+  assert "NO TENSORFLOW OK" in _run_child(NO_TENSORFLOW_CHECK, toy_dir)
+
+
+# TFRecord (TFDS's default format, what `tfds build` writes unless told otherwise) is read
+# through TensorFlow's tf.data. The check runs in a child process so that TensorFlow is never
+# imported by the test workers, which keep exercising the TensorFlow-free path above.
+TFRECORD_CHECK = r"""
+import socket, sys
+import numpy as np
+def no_network(*args, **kwargs):
+  raise AssertionError(f"network access attempted: {args}")
+socket.socket.connect = socket.create_connection = socket.getaddrinfo = no_network
+from gax import data
+import tensorflow_datasets as tfds
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+labels = (np.arange(30) % 3).astype(np.int32)
+data.prepare_tfds_from_arrays("toy_tfrecord", d, images, labels, file_format="tfrecord")
+builder = tfds.builder("toy_tfrecord", data_dir=d)
+formats = {str(getattr(f, "value", f)) for f in builder.info.available_file_formats()}
+assert formats == {"tfrecord"}, formats
+got, y, num_classes, _ = data.load_tfds_images("toy_tfrecord", d, labels=True)
+np.testing.assert_array_equal(got, images)
+np.testing.assert_array_equal(y, labels)
+assert num_classes == 3
+src = data.DATASETS.build("tfds", batch_size=5, dataset="toy_tfrecord", data_dir=d,
+                          labels=True, max_examples=20)
+batch = src.get(0)
+assert batch["x"].shape == (1, 5, 8, 8, 3) and batch["x"].dtype == np.uint8
+for im, label in zip(batch["x"][0], batch["y"][0]):
+  (i,) = [i for i in range(20) if (images[i] == im).all()]
+  assert labels[i] == label
+assert "tensorflow" in sys.modules  # tf.data did the reading
+print("TFRECORD OK")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="TensorFlow is not installed (.ci/run installs tensorflow-cpu)")
+def test_tfrecord_datasets_are_read_through_tensorflow(tmp_path):
+  assert "TFRECORD OK" in _run_child(TFRECORD_CHECK, str(tmp_path))
+
 
 
 def test_prepare_refuses_catalogue_names_and_existing_datasets(toy_dir, tmp_path):
