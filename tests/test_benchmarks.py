@@ -1,6 +1,10 @@
-"""The throughput benchmark runs end to end on tiny shapes and reports what it promises."""
+"""The throughput benchmarks (train step, input pipeline) run end to end on tiny shapes and
+report what they promise."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -50,3 +54,31 @@ def test_results_are_written_as_json_and_markdown(results, tmp_path):
   assert [r["model"] for r in data["results"]] == list(st.MODELS)
   table = open(paths["md"]).read()
   assert table.count("\n") == 2 + len(results) and "dcgan 8x8" in table
+
+
+def test_input_pipeline_reports_rates_and_headroom_over_the_step(tmp_path):
+  from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
+  step_json = tmp_path / "step.json"
+  step_json.write_text(json.dumps({"results": [
+      {"batch_size": 8, "img_per_sec": 100.0}, {"batch_size": 8, "img_per_sec": 250.0},
+      {"batch_size": 16, "img_per_sec": 50.0}]}))
+  assert input_pipeline.step_rates(str(step_json)) == {8: 250.0, 16: 50.0}  # fastest per batch
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = lambda *args: subprocess.run(
+      [sys.executable, os.path.join(root, "benchmarks", "input_pipeline.py"), *args],
+      capture_output=True, text=True, timeout=300, cwd=root)
+  out = run("--batch_sizes=8,16", "--resolution=8", "--num_images=64", "--steps=3",
+            f"--step_results={step_json}", f"--out_dir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = json.loads((tmp_path / "input_pipeline.json").read_text())["results"]
+  assert [r["batch_size"] for r in rows] == [8, 16]
+  for r, step in zip(rows, (250.0, 50.0)):
+    assert r["headroom"] == pytest.approx(r["examples_per_s"] / step)
+  assert "| in-memory uint8 8x8x3 | 16 |" in (tmp_path / "input_pipeline.md").read_text()
+  # A trainer config's own source; a batch larger than the images is a clear usage error.
+  out = run("--config=experiments/configs/dcgan_digits.py", "--batch_sizes=32", "--steps=2",
+            f"--out_dir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| digits (dcgan_digits.py) | 32 |" in out.stdout
+  out = run("--batch_sizes=128", "--num_images=64", f"--out_dir={tmp_path}")
+  assert out.returncode != 0 and "must be at least the batch size" in out.stderr
