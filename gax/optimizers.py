@@ -89,8 +89,8 @@ def build_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
   if lr is None or not lr > 0:
     raise ValueError(f"Optimizer {name!r} needs a positive learning_rate, got {lr!r}.")
   schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS if k in cfg}
+  rate = learning_rate_schedule(lr, **schedule)  # also validates the schedule keys
+  # A constant rate stays a float, so its optimizer state carries no schedule step count.
   if schedule.get("schedule", "constant") != "constant" or schedule.get("warmup_steps"):
-    cfg["learning_rate"] = learning_rate_schedule(lr, **schedule)
-  else:
-    learning_rate_schedule(lr, **schedule)  # validates the keys given
+    cfg["learning_rate"] = rate
   return OPTIMIZERS.build(name, **cfg)

@@ -37,7 +37,7 @@ from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDis
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
 from gax.models.mlp import D_ACTIVATIONS as MLP_D_ACTIVATIONS
 from gax.models.mlp import G_NORMS as MLP_G_NORMS
-from gax.models.mlp import MLPDiscriminator, MLPGenerator
+from gax.models.mlp import MLPDiscriminator, MLPGenerator, check_init_std
 from gax.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gax.registry import Registry
 
@@ -165,8 +165,7 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
   check_option("d_activation", d_activation, MLP_D_ACTIVATIONS)
   if isinstance(maxout_pieces, bool) or not isinstance(maxout_pieces, int) or maxout_pieces < 1:
     raise ValueError(f"maxout_pieces must be an integer >= 1, got {maxout_pieces!r}.")
-  if not init_std >= 0:
-    raise ValueError(f"init_std must be >= 0 (0: Flax's default), got {init_std!r}.")
+  check_init_std(init_std)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim)
   return (MLPGenerator(hidden=tuple(g_hidden), out_dim=data_shape[0], norm=g_norm,

@@ -39,10 +39,14 @@ G_NORMS = ("none", "batch", "virtual_batch")
 D_ACTIVATIONS = ("leaky_relu", "maxout")
 
 
+def check_init_std(init_std: float) -> None:
+  if not init_std >= 0:
+    raise ValueError(f"init_std must be >= 0 (0: Flax's default), got {init_std!r}.")
+
+
 def kernel_init(init_std: float):
   """N(0, init_std^2) kernels, or Flax's LeCun normal for `init_std` = 0."""
-  if init_std < 0:
-    raise ValueError(f"init_std must be >= 0 (0: Flax's default), got {init_std}.")
+  check_init_std(init_std)
   return nn.initializers.normal(init_std) if init_std else nn.initializers.lecun_normal()
 
 
