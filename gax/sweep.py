@@ -280,8 +280,11 @@ def markdown_table(rows: Sequence[Row], metrics: Sequence[str], deltas: bool = F
     for m in metrics:
       _, scale, digits = METRIC_FORMATS.get(m, (m, 1, 3))
       mean, std, n = row.stats[m]
-      cells.append(f"{_fmt(mean, scale, digits)} ± {_fmt(std, scale, digits)}"
-                   + ("" if n == row.runs else f" ({n} runs)"))
+      if n == 0:  # e.g. the reverse KL of runs without a single high-quality sample
+        cells.append("n/a (0 runs)")
+      else:
+        cells.append(f"{_fmt(mean, scale, digits)} ± {_fmt(std, scale, digits)}"
+                     + ("" if n == row.runs else f" ({n} runs)"))
       if deltas:
         d = row.deltas.get(m)
         cells.append("" if d is None else

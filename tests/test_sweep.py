@@ -129,6 +129,9 @@ def test_summary_statistics_and_deltas_match_closed_forms():
   assert "| ring | r1 | 3 | 7.0 ± 1.4 (2 runs) | +4.0 ± 1.4 | 85.0 ± 7.1 (2 runs) |" in table
   assert lines[-1].endswith("diverged 1/3, exploding_gradients 1/3, non_finite 1/3 |")
   assert lines[2].endswith("| none |")
+  # A metric no run has a value of (every run diverged) says so instead of "nan ± nan".
+  dead = sweep.summarise([_record("ring", "v", 0, "diverged")], ["modes_covered"])
+  assert "| ring | v | 1 | n/a (0 runs) |" in sweep.markdown_table(dead, ["modes_covered"])
 
 
 @pytest.fixture(scope="module")
