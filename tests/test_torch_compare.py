@@ -32,7 +32,7 @@ def test_same_parameter_counts_as_the_gax_dcgan(resolution):
 def test_discriminator_gives_the_gax_logits_from_the_same_weights():
   gan = step_throughput.build_gan("dcgan", 16, "float32", 1)
   state = init_state(gan, jax.random.PRNGKey(1), (16, 16, 3))
-  p = jax.device_get(state.d.params)
+  p = jax.tree_util.tree_map(np.array, jax.device_get(state.d.params))  # writable copies
   d = torch_dcgan.Discriminator(16)
   convs = [m for m in d.body if isinstance(m, torch.nn.Conv2d)]
   norms = [m for m in d.body if isinstance(m, torch.nn.BatchNorm2d)]
