@@ -105,8 +105,8 @@ def main(argv):
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:
     raise app.UsageError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}.") from None
-  if any(b < 1 for b in batch_sizes) or FLAGS.steps < 1:
-    raise app.UsageError("--batch_sizes and --steps must be positive.")
+  if not batch_sizes or any(b < 1 for b in batch_sizes) or FLAGS.steps < 1:
+    raise app.UsageError("--batch_sizes (at least one) and --steps must be positive.")
   rates = step_rates(FLAGS.step_results) if FLAGS.step_results else {}
   config = FLAGS.config
   rows = []
