@@ -9,6 +9,7 @@ import pytest
 
 from gax import builders, noise
 from gax.optimizers import build_optimizer
+from gax.steps import init_state, train_step
 
 
 @pytest.mark.parametrize("name, mean, var", [("gaussian", 0.0, 1.0), ("uniform", 0.0, 1 / 3)])
@@ -79,7 +80,7 @@ def _sgd_learning_rates(cfg, updates):
   """The learning rate of each of `updates` SGD updates with gradient 1, read off the
   parameter changes."""
   tx = build_optimizer({"name": "sgd", "learning_rate": 0.1, **cfg})
-  params, state, rates = jnp.zeros(()), None, []
+  params, rates = jnp.zeros(()), []
   state = tx.init(params)
   for _ in range(updates):
     delta, state = tx.update(jnp.ones(()), state, params)
@@ -108,7 +109,8 @@ def test_learning_rate_schedules_follow_their_formulas(cfg, expected):
     ({"schedule": "exponential", "decay_steps": 10}, "Unknown learning-rate schedule"),
     ({"schedule": "linear"}, "needs decay_steps"),
     ({"schedule": "cosine", "decay_steps": 0}, "needs decay_steps"),
-    ({"schedule": "linear", "decay_steps": 10, "final_scale": 1.5}, r"final_scale must be in \[0, 1\]"),
+    ({"schedule": "linear", "decay_steps": 10, "final_scale": 1.5},
+     r"final_scale must be in \[0, 1\]"),
     ({"decay_steps": 10}, "schedule is 'constant'"),
     ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
 ])
@@ -120,7 +122,6 @@ def test_bad_schedules_are_clear_errors(cfg, error):
 def test_each_player_schedule_counts_its_own_updates_in_the_train_step():
   # n_critic = 2: after 3 fused train steps D has made 6 updates and G 3, so their linear
   # schedules over 8 updates stand at lr * (1 - 6/8) and lr * (1 - 3/8).
-  from gax.steps import init_state, train_step  # pylint: disable=g-import-not-at-top
   c = builders.base_config()
   c.n_critic = 2
   c.model = {"name": "mlp", "g_hidden": (4,), "d_hidden": (4,)}
