@@ -167,11 +167,18 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
   return init_state(gan, jax.random.PRNGKey(config.seed), tuple(data_shape))
 
 
+# Keys added to the config after runs were made without them, with the value that gives the
+# behaviour of those runs: a saved config that lacks one matches a new config holding it.
+ADDED_KEYS = {f"optimizer.{player}.{key}": value for player in ("g", "d") for key, value in
+              (("schedule", "constant"), ("decay_steps", 0), ("final_scale", 0.0),
+               ("warmup_steps", 0))}
+
+
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
                        may_differ=("train", "parallel", "monitor", "eval")) -> list[str]:
   """Config keys (dotted) whose values differ between two config dicts, ignoring the
   sections that do not change what a checkpoint holds (run length, logging, parallelism,
-  evaluation)."""
+  evaluation) and `ADDED_KEYS` a saved config predates."""
   diffs = []
 
   def walk(a, b, prefix):
@@ -180,6 +187,8 @@ def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
       if not prefix and k in may_differ:
         continue
       va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+      if va == "<absent>" and path in ADDED_KEYS and _normalise(vb) == ADDED_KEYS[path]:
+        continue
       if isinstance(va, Mapping) and isinstance(vb, Mapping):
         walk(va, vb, path + ".")
       elif _normalise(va) != _normalise(vb):

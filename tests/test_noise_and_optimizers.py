@@ -146,3 +146,17 @@ def test_each_player_schedule_counts_its_own_updates_in_the_train_step():
     delta, _ = tx.update(grads, opt_state, params)
     np.testing.assert_allclose(jax.tree_util.tree_leaves(delta)[0], -0.1 * (1 - done / 8),
                                rtol=1e-5)
+
+
+def test_configs_saved_before_schedules_existed_still_match():
+  # A run's config.json written before the schedule keys existed resumes under a config that
+  # holds them at their neutral values; a real schedule is a difference.
+  new = builders.base_config().to_dict()
+  old = builders.base_config().to_dict()
+  for player in ("g", "d"):
+    for key in ("schedule", "decay_steps", "final_scale", "warmup_steps"):
+      del old["optimizer"][player][key]
+  assert builders.compatibility_diff(old, new) == []
+  new["optimizer"]["d"]["schedule"] = "linear"
+  assert builders.compatibility_diff(old, new) == [
+      "optimizer.d.schedule: '<absent>' -> 'linear'"]
