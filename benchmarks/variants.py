@@ -22,7 +22,7 @@ import ml_collections
 
 from experiments.configs import dcgan_digits
 from gax.builders import base_config
-from gax.sweep import Variant
+from gax.sweep import Variant, apply_overrides
 
 MIXTURES = {
     # name: data section
@@ -37,12 +37,13 @@ DATASETS = (*MIXTURES, "digits")
 # hidden layers of 400 ReLU units with batch norm (no biases) and a linear output; D three
 # maxout layers of 200 units with 5 pieces; every weight N(0, 0.02^2), biases 0; Adam with
 # learning rate 1e-4 and beta1 0.8 for both players.
+# As overrides of `base_config` (dotted keys, `gax.sweep.apply_overrides`).
 PACGAN_ARCH = {
     "model": {"name": "mlp", "g_hidden": (400,) * 4, "g_norm": "batch", "d_hidden": (200,) * 3,
               "d_activation": "maxout", "maxout_pieces": 5, "init_std": 0.02},
     "latent.dim": 2,
-    "learning_rate": 1e-4,
-    "b1": 0.8,
+    **{f"optimizer.{p}.{k}": v for p in ("g", "d") for k, v in (("learning_rate", 1e-4),
+                                                                 ("b1", 0.8))},
 }
 ARCHS = ("gax", "pacgan")
 
@@ -63,11 +64,7 @@ def mixture_config(dataset: str, steps: int, hidden: Sequence[int] = (128, 128, 
   c = base_config()
   c.data = {**MIXTURES[dataset], "batch_size": int(batch_size)}
   if arch == "pacgan":
-    c.model = dict(PACGAN_ARCH["model"])
-    c.latent.dim = PACGAN_ARCH["latent.dim"]
-    for player in ("g", "d"):
-      c.optimizer[player].learning_rate = PACGAN_ARCH["learning_rate"]
-      c.optimizer[player].b1 = PACGAN_ARCH["b1"]
+    c = apply_overrides(c, PACGAN_ARCH)
   else:
     c.model = {"name": "mlp", "g_hidden": tuple(hidden), "d_hidden": tuple(hidden)}
     c.latent.dim = 64

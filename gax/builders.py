@@ -35,7 +35,7 @@ from gax import data as data_lib
 from gax import evaluation, losses, models, monitor, noise, penalties, tricks
 from gax.models.conditioning import check_conditioning
 from gax.models.packing import Packed
-from gax.optimizers import build_optimizer
+from gax.optimizers import SCHEDULE_DEFAULTS, build_optimizer
 from gax.state import GANState
 from gax.steps import GAN, init_state
 
@@ -169,9 +169,8 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
 
 # Keys added to the config after runs were made without them, with the value that gives the
 # behaviour of those runs: a saved config that lacks one matches a new config holding it.
-ADDED_KEYS = {f"optimizer.{player}.{key}": value for player in ("g", "d") for key, value in
-              (("schedule", "constant"), ("decay_steps", 0), ("final_scale", 0.0),
-               ("warmup_steps", 0))}
+ADDED_KEYS = {f"optimizer.{player}.{key}": value for player in ("g", "d")
+              for key, value in SCHEDULE_DEFAULTS.items()}
 
 
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
@@ -216,8 +215,7 @@ def base_config() -> "ml_collections.ConfigDict":
   c.n_critic = 1
   c.tricks = ml_collections.ConfigDict(tricks.default_config())
   # Constant learning rates; `gax.optimizers` documents the schedule keys.
-  adam = {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999, "schedule": "constant",
-          "decay_steps": 0, "final_scale": 0.0, "warmup_steps": 0}
+  adam = {"name": "adam", "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999, **SCHEDULE_DEFAULTS}
   c.optimizer = ml_collections.ConfigDict({"g": dict(adam), "d": dict(adam)})
   c.parallel = "none"
   c.train = ml_collections.ConfigDict({

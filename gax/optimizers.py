@@ -46,7 +46,10 @@ def rmsprop(learning_rate: float, decay: float = 0.9, eps: float = 1e-8):
 
 
 SCHEDULES = ("constant", "linear", "cosine")
-SCHEDULE_KEYS = ("schedule", "decay_steps", "final_scale", "warmup_steps")
+# The schedule keys of an optimizer section at their neutral values: a constant rate.
+SCHEDULE_DEFAULTS = {"schedule": "constant", "decay_steps": 0, "final_scale": 0.0,
+                     "warmup_steps": 0}
+SCHEDULE_KEYS = tuple(SCHEDULE_DEFAULTS)
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str = "constant",
