@@ -133,6 +133,10 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("g_ema", {"tricks.g_ema.enabled": True}),  # Yazici et al. 2019
     # Both learning rates decayed linearly to 0 over the run (decay_steps set by `variant`).
     Variant("lr_decay", {"optimizer.g.schedule": "linear", "optimizer.d.schedule": "linear"}),
+    # Top-k training: G learns from the fakes D rates best (decay_every set by `variant`).
+    Variant("top_k", {"tricks.top_k.enabled": True}),
+    # Two time-scale update rule: D learns 4x faster than G, at SAGAN's rates.
+    Variant("ttur", {"optimizer.d.learning_rate": 4e-4, "optimizer.g.learning_rate": 1e-4}),
 ]}
 
 SOURCES = {
@@ -156,6 +160,9 @@ SOURCES = {
     "r1": "Mescheder et al. 2018 (weight 0.01)",
     "g_ema": "Yazici et al. 2019 (decay 0.999)",
     "lr_decay": "learning rates of both players decayed linearly to 0 over the run",
+    "top_k": "Sinha et al. 2020 (gamma 0.99, nu 0.5, k at its floor about half-way)",
+    "ttur": "Heusel et al. 2017 (TTUR), at the rates of Zhang et al. 2019 (SAGAN): D 4e-4, "
+            "G 1e-4",
 }
 
 # Variants that do not apply to a dataset's base config (the digits DCGAN already has
@@ -165,7 +172,8 @@ NOT_FOR = {"digits": {"g_batch_norm"}}
 
 def variant(name: str, dataset: str, steps: int) -> Variant:
   """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps:
-  instance noise and the learning rates of `lr_decay` decay to 0 over the run."""
+  instance noise and the learning rates of `lr_decay` decay to 0 over the run, and top-k's k
+  reaches its floor about half-way."""
   parts = name.split("+")
   unknown = [p for p in parts if p not in VARIANTS]
   if unknown:
@@ -179,6 +187,10 @@ def variant(name: str, dataset: str, steps: int) -> Variant:
   overrides = dict(out.overrides)
   if "tricks.instance_noise.enabled" in overrides:
     overrides["tricks.instance_noise.decay_steps"] = int(steps)
+  if "tricks.top_k.enabled" in overrides:
+    # k shrinks by 0.99 per "epoch" of steps / 138 steps, so that it reaches its floor of
+    # half the batch (0.99^69 < 0.5) about half-way through the run, whatever its length.
+    overrides["tricks.top_k.decay_every"] = max(int(steps) // 138, 1)
   if "optimizer.g.schedule" in overrides:
     # Schedules count each player's own updates: D makes n_critic of them per step.
     n_critic = int(overrides.get("n_critic", 1))

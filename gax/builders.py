@@ -169,8 +169,11 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
 
 # Keys added to the config after runs were made without them, with the value that gives the
 # behaviour of those runs: a saved config that lacks one matches a new config holding it.
-ADDED_KEYS = {f"optimizer.{player}.{key}": value for player in ("g", "d")
-              for key, value in SCHEDULE_DEFAULTS.items()}
+ADDED_KEYS = {
+    **{f"optimizer.{player}.{key}": value for player in ("g", "d")
+       for key, value in SCHEDULE_DEFAULTS.items()},
+    "tricks.top_k": {"enabled": False, **dict(tricks.TRICKS.get("top_k").defaults)},
+}
 
 
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],

@@ -137,6 +137,13 @@ class Hook:
     del st, key, ctx
     return real, fake
 
+  def g_fake_weights(self, st: Any, fake_logits: Array, ctx: StepContext) -> Optional[Array]:
+    """Weights, shaped like `fake_logits`, of this device's fakes in G's loss, or `None` to
+    leave the loss alone. With weights G minimises the weighted mean of the per-example
+    loss over the global batch (`weighted_g_loss`); several hooks' weights multiply."""
+    del st, fake_logits, ctx
+    return None
+
   def g_loss(self, st: Any, loss: Array, features: Callable[..., Array], real: Array,
              fake: Array, ctx: StepContext) -> Tuple[Array, Metrics]:
     """G's loss and extra metrics; `features(x, labels=None)` is D's last hidden activation
@@ -458,6 +465,31 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array,
   return state.replace(d=new_d, tricks=tricks), metrics
 
 
+def weighted_g_loss(gan: GAN, fake_logits: Array, weights: Array) -> Array:
+  """This device's share of G's loss as a weighted mean over the global batch,
+  `sum_i w_i l_i / sum_i w_i` with `l_i = gan.loss.g` of fake i alone.
+
+  Under `pmap` the sums run over every device (the step averages the devices' gradients, so
+  each device returns `num_devices * (its sum) / (global weight)`); one device or many give
+  the same gradient. The loss must be a mean of per-example terms: the relativistic losses,
+  which compare each fake with the real batch's mean, have no per-example form here.
+  """
+  if gan.loss.g_needs_real:
+    raise ValueError("Per-example weights of G's loss (top_k) need a loss that is a mean of "
+                     "per-example terms; this loss also reads D's real logits.")
+  if weights.shape != fake_logits.shape:
+    raise ValueError(f"G loss weights have shape {weights.shape}; the fake logits have "
+                     f"{fake_logits.shape}.")
+  flat = jnp.reshape(fake_logits, (-1, 1))
+  per_example = jax.vmap(lambda l: gan.loss.g(l, None))(flat)
+  w = jnp.reshape(weights, (-1,)).astype(jnp.float32)
+  weighted, total, devices = jnp.sum(w * per_example), jnp.sum(w), 1.0
+  if gan.axis_name is not None:
+    total = jax.lax.psum(total, gan.axis_name)
+    devices = jax.lax.psum(1.0, gan.axis_name)
+  return devices * weighted / total
+
+
 def g_step(gan: GAN, state: GANState, real: Array, key: Array,
            real_labels: Optional[Array] = None) -> Tuple[GANState, Metrics]:
   """One generator update with a batch of B fakes (B = `real.shape[0]`).
@@ -494,7 +526,15 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array,
                                  jax.random.fold_in(key, _HOOK_RNG + i), ctx)
     real_logits = d_of(real_in, real_labels)[0] if gan.loss.g_needs_real else None
     fake_logits, fake_classes = d_of(fake, fake_labels)
-    loss = gan.loss.g(fake_logits, real_logits)
+    weights = None
+    for h in gan.hooks:
+      w = h.g_fake_weights(tricks.get(h.name), jax.lax.stop_gradient(fake_logits), ctx)
+      if w is not None:
+        weights = w if weights is None else weights * w
+    if weights is None:
+      loss = gan.loss.g(fake_logits, real_logits)
+    else:
+      loss = weighted_g_loss(gan, fake_logits, jax.lax.stop_gradient(weights))
     features = lambda x, labels=None: d_features(gan, d_params, d.model_state, x, labels)
     metrics = {}
     for h in gan.hooks:

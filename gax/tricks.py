@@ -6,7 +6,8 @@ A trick is one of three kinds of piece, and `apply_tricks` puts each where it be
   clipping, historical averaging, gradient noise, EMA of G's weights;
 * a loss wrapper (`gax.losses`): label smoothing, soft labels, noisy labels;
 * a step `Hook` (`gax.steps.Hook`) with its own state in `GANState.tricks`: spectral
-  normalisation, instance noise, experience replay, checkpoint swapping, feature matching.
+  normalisation, instance noise, experience replay, checkpoint swapping, feature matching,
+  top-k training.
 
 The train step knows nothing of individual tricks: it calls the hooks at fixed points and
 the optimizers and losses it is given. Every trick has a section in the config,
@@ -24,6 +25,7 @@ clipping, EMA]` (`gax.transforms` explains why) and the hooks' order in the step
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import jax
@@ -255,6 +257,53 @@ class FeatureMatching(Hook):
     return self.adversarial_weight * loss + self.weight * fm, {"g_feature_matching": fm}
 
 
+@dataclasses.dataclass(frozen=True)
+class TopK(Hook):
+  """G learns only from the k fakes D scores highest (Sinha et al. 2020, "Top-k Training of
+  GANs: Improving GAN Performance by Throwing Away Bad Samples", alg. 1).
+
+  With n fakes in the global batch (packs, for a packed D), G's loss is the mean of the
+  per-example loss over the k of largest logit, where
+
+    k = max(floor(gamma ** (step // decay_every) * n), ceil(nu * n)),
+
+  so k starts at n and shrinks by `gamma` every `decay_every` train steps (the paper's
+  "epoch") down to the floor `nu * n`. The other fakes get no gradient: they are the ones D
+  already finds least realistic, whose gradients would pull G towards the blurred average of
+  the modes. The selection runs over the global batch under `pmap` (the logits are
+  gathered), so one device and many pick the same fakes.
+  """
+
+  gamma: float = 0.99
+  nu: float = 0.5
+  decay_every: int = 1000
+  name: str = "top_k"
+
+  def __post_init__(self):
+    if not 0 < self.gamma <= 1 or not 0 < self.nu <= 1:
+      raise ValueError(f"top_k needs 0 < gamma <= 1 and 0 < nu <= 1; got {self.gamma!r}, "
+                       f"{self.nu!r}.")
+    if isinstance(self.decay_every, bool) or not isinstance(self.decay_every, int) or (
+        self.decay_every < 1):
+      raise ValueError(f"top_k.decay_every must be an integer >= 1, got {self.decay_every!r}.")
+
+  def k(self, step: Array, n: int) -> Array:
+    """The number of fakes G learns from at train step `step`, out of `n`."""
+    epochs = (jnp.asarray(step, jnp.int32) // self.decay_every).astype(jnp.float32)
+    decayed = jnp.floor(jnp.float32(self.gamma) ** epochs * n).astype(jnp.int32)
+    floor = max(math.ceil(self.nu * n - 1e-9), 1)
+    return jnp.clip(decayed, floor, n)
+
+  def g_fake_weights(self, st, fake_logits, ctx):
+    logits = jnp.reshape(fake_logits, (-1,))
+    everyone = logits
+    if ctx.axis_name is not None:
+      everyone = jnp.reshape(jax.lax.all_gather(logits, ctx.axis_name), (-1,))
+    n = everyone.shape[0]
+    threshold = jnp.sort(everyone)[n - self.k(ctx.step, n)]
+    return jnp.reshape(logits >= threshold, fake_logits.shape).astype(jnp.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # The registry.
 
@@ -354,6 +403,7 @@ _register("checkpoint_swap", "ganhacks 8", every=1000, duration=10, swap_generat
           swap_discriminator=True)(_hook(CheckpointSwap))
 _register("feature_matching", "Salimans et al. 2016, sec. 3.1", weight=1.0,
           adversarial_weight=0.0)(_hook(FeatureMatching))
+_register("top_k", "Sinha et al. 2020", gamma=0.99, nu=0.5, decay_every=1000)(_hook(TopK))
 
 
 def default_config() -> Dict[str, Dict[str, Any]]:

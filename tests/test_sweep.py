@@ -93,6 +93,17 @@ def test_lr_decay_reaches_zero_at_the_end_of_the_run_for_both_players():
   assert c.optimizer.d.final_scale == 0.0
 
 
+def test_top_k_reaches_its_floor_about_half_way():
+  from gax import tricks  # pylint: disable=g-import-not-at-top
+  for steps in (1000, 20000):
+    v = variants.variant("pacgan2+top_k", "ring", steps)
+    c = sweep.apply_overrides(variants.mixture_config("ring", steps, arch="pacgan"), v.overrides)
+    options = {k: v for k, v in c.tricks.top_k.items() if k != "enabled"}
+    hook, n = tricks.TopK(**options), 50  # 100 examples in packs of 2
+    assert int(hook.k(2 * steps // 5, n)) > 25
+    assert int(hook.k(steps // 2 + hook.decay_every, n)) == 25
+
+
 def _record(group, variant, seed, status="ok", alarm_steps=None, **final):
   return {"group": group, "variant": variant, "seed": seed, "status": status, "steps": 100,
           "final": final, "alarm_steps": alarm_steps or {}}

@@ -273,6 +273,57 @@ def test_feature_matching_g_loss_matches_the_formula_and_its_gradient():
   _close(new.g.params, jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, state.g.params, grads))
 
 
+# --- Top-k training -------------------------------------------------------------------------
+
+
+def test_top_k_schedule_decays_by_gamma_per_epoch_to_the_floor():
+  hook = tricks.TopK(gamma=0.5, nu=0.3, decay_every=10)
+  # k = max(floor(0.5 ** (step // 10) * 20), ceil(0.3 * 20) = 6)
+  for step, k in [(0, 20), (9, 20), (10, 10), (19, 10), (20, 6), (1000, 6)]:
+    assert int(hook.k(step, 20)) == k, step
+  assert int(tricks.TopK(gamma=1.0, nu=0.5).k(10 ** 6, 7)) == 7
+  assert int(tricks.TopK(gamma=0.9, nu=0.7).k(10 ** 6, 10)) == 7  # 0.7 * 10 is not 8
+  assert int(tricks.TopK(gamma=0.5, nu=0.01).k(10 ** 6, 10)) == 1
+  for bad in [dict(gamma=0.0), dict(gamma=1.5), dict(nu=0.0), dict(nu=2.0),
+              dict(decay_every=0), dict(decay_every=True), dict(decay_every=2.5)]:
+    with pytest.raises(ValueError, match="top_k"):
+      tricks.TopK(**bad)
+
+
+def test_top_k_g_loss_is_the_mean_over_the_fakes_d_scores_highest():
+  hook = tricks.TopK(gamma=0.5, nu=0.25, decay_every=3)
+  gan = _mlp_gan([hook])
+  state = init_state(gan, jax.random.PRNGKey(2), SHAPE)
+  real, key = _real(3), jax.random.PRNGKey(5)
+  from gax.steps import sample_latent  # pylint: disable=g-import-not-at-top
+  z = sample_latent(gan, key, B)
+  for step, k in [(0, 8), (3, 4), (7, 2)]:  # k = max(floor(0.5 ** (step // 3) * 8), 2)
+    s = state.replace(step=jnp.asarray(step, jnp.int32))
+    new, metrics = g_step(gan, s, real, key)
+    logits = np.asarray(gan.discriminator.apply(
+        {"params": s.d.params}, gan.generator.apply({"params": s.g.params}, z)))
+    top = np.argsort(-logits)[:k]  # independent of the hook's threshold
+
+    def ref(g_params, top=top):
+      fake_logits = gan.discriminator.apply({"params": s.d.params},
+                                            gan.generator.apply({"params": g_params}, z))
+      return jnp.mean(jax.nn.softplus(-fake_logits[top]))
+
+    loss, grads = jax.value_and_grad(ref)(s.g.params)
+    np.testing.assert_allclose(metrics["g_loss"], loss, rtol=1e-5)
+    np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(-logits[top]))), rtol=1e-5)
+    _close(new.g.params, jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, s.g.params, grads))
+  # k = n is the plain loss.
+  _close(g_step(gan, state, real, key)[0].g, g_step(_mlp_gan(), state, real, key)[0].g)
+
+
+def test_top_k_refuses_a_loss_without_per_example_terms():
+  gan = _mlp_gan([tricks.TopK()], loss="relativistic_average")
+  state = init_state(gan, jax.random.PRNGKey(0), SHAPE)
+  with pytest.raises(ValueError, match="per-example"):
+    g_step(gan, state, _real(), jax.random.PRNGKey(1))
+
+
 # --- Everything at once: eager == jit == pmap ------------------------------------------------
 
 ALL = dict(spectral_norm={}, instance_noise={"std": 0.2, "decay_steps": 10},
@@ -280,7 +331,8 @@ ALL = dict(spectral_norm={}, instance_noise={"std": 0.2, "decay_steps": 10},
            checkpoint_swap={"every": 2, "duration": 1},
            feature_matching={"adversarial_weight": 1.0},
            d_clip_params={"c": 0.5}, g_ema={"decay": 0.9}, d_historical_averaging={},
-           g_gradient_noise={"eta": 0.01}, soft_labels={}, noisy_labels={"flip_prob": 0.1})
+           g_gradient_noise={"eta": 0.01}, soft_labels={}, noisy_labels={"flip_prob": 0.1},
+           top_k={"gamma": 0.5, "decay_every": 1})  # k: all 8 fakes, then 4 of 8
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +351,7 @@ def all_tricks():
 def test_all_tricks_have_state_and_run_eagerly(all_tricks):
   _, gan, state, _, eager = all_tricks
   assert [h.name for h in gan.hooks] == ["spectral_norm", "instance_noise", "experience_replay",
-                                         "checkpoint_swap", "feature_matching"]
+                                         "checkpoint_swap", "feature_matching", "top_k"]
   assert set(state.tricks) == {"spectral_norm", "experience_replay", "checkpoint_swap"}
   assert int(eager[-1].tricks["experience_replay"]["filled"]) == 3 * 2 * B
   for leaf in jax.tree_util.tree_leaves(eager[-1]):
