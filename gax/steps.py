@@ -534,7 +534,7 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array,
     if weights is None:
       loss = gan.loss.g(fake_logits, real_logits)
     else:
-      loss = weighted_g_loss(gan, fake_logits, jax.lax.stop_gradient(weights))
+      loss = weighted_g_loss(gan, fake_logits, weights)
     features = lambda x, labels=None: d_features(gan, d_params, d.model_state, x, labels)
     metrics = {}
     for h in gan.hooks:
