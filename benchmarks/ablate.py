@@ -45,13 +45,13 @@ def metrics_for(dataset: str) -> Sequence[str]:
 
 def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture_steps: int,
               digits_steps: int, hidden: Sequence[int], root: str,
-              digits_samples: int = 1000, arch: str = "gax") -> List[sweep.Job]:
+              digits_samples: int = 1000, arch: str = "gax",
+              first_seed: int = 0) -> List[sweep.Job]:
   """The jobs of a sweep: for each dataset the baseline and every variant name, each seed."""
   bad = [d for d in datasets if d not in variants_lib.DATASETS]
   if bad:
     raise ValueError(f"Unknown datasets {bad}; choose from {variants_lib.DATASETS}.")
-  if seeds < 1:
-    raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+  seed_list = sweep.seed_range(seeds, first_seed)
   jobs = []
   for dataset in datasets:
     if dataset == "digits":
@@ -66,7 +66,7 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
                              and not set(n.split("+")) & variants_lib.NOT_FOR.get(dataset, set())]
     for name in chosen:
       v = variants_lib.variant(name, dataset, steps)
-      jobs.extend(sweep.Job(dataset, v, seed, base) for seed in range(seeds))
+      jobs.extend(sweep.Job(dataset, v, seed, base) for seed in seed_list)
   return jobs
 
 
@@ -103,7 +103,7 @@ def main(argv):
   try:
     jobs = make_jobs(FLAGS.datasets, names, FLAGS.seeds, FLAGS.mixture_steps,
                      FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples,
-                     FLAGS.arch)
+                     FLAGS.arch, FLAGS.first_seed)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -118,7 +118,9 @@ def define_flags() -> None:
   flags.DEFINE_list("datasets", ["ring", "grid", "digits"], "Datasets: ring, grid, digits.")
   flags.DEFINE_list("variants", ["all"], "Variants to switch on alone ('all': every one).")
   flags.DEFINE_list("combos", [], "Combinations to run too, e.g. r1+minibatch_discrimination.")
-  flags.DEFINE_integer("seeds", 3, "Seeds 0..seeds-1 per variant.")
+  flags.DEFINE_integer("seeds", 3, "Number of seeds per variant: first_seed, first_seed + 1, ...")
+  flags.DEFINE_integer("first_seed", 0, "The first seed (processes sharing a --workdir can "
+                       "take disjoint seed ranges).")
   flags.DEFINE_integer("mixture_steps", 5000, "Training steps on the mixtures.")
   flags.DEFINE_integer("digits_steps", 1000, "Training steps on the digits.")
   flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures, arch gax).")

@@ -67,18 +67,17 @@ PUBLISHED: Dict[str, List[tuple]] = {
 
 
 def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps: int,
-              hidden: Sequence[int], arch: str = "gax") -> List[sweep.Job]:
+              hidden: Sequence[int], arch: str = "gax", first_seed: int = 0) -> List[sweep.Job]:
   bad = [d for d in datasets if d not in variants_lib.MIXTURES]
   if bad:
     raise ValueError(f"Unknown mixtures {bad}; choose from {sorted(variants_lib.MIXTURES)}.")
-  if seeds < 1:
-    raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+  seed_list = sweep.seed_range(seeds, first_seed)
   jobs = []
   for dataset in datasets:
     base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
     for method in methods:
       v = variants_lib.variant(method, dataset, steps)
-      jobs.extend(sweep.Job(dataset, v, seed, base) for seed in range(seeds))
+      jobs.extend(sweep.Job(dataset, v, seed, base) for seed in seed_list)
   return jobs
 
 
@@ -127,7 +126,7 @@ def main(argv):
   try:
     hidden = [int(h) for h in FLAGS.hidden]
     jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden,
-                     FLAGS.arch)
+                     FLAGS.arch, FLAGS.first_seed)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -141,7 +140,9 @@ def define_flags() -> None:
   both benchmark modules)."""
   flags.DEFINE_list("datasets", ["ring", "grid"], "Mixtures: ring, grid.")
   flags.DEFINE_list("methods", ["baseline", "r1"], "Variants of benchmarks/variants.py, or a+b.")
-  flags.DEFINE_integer("seeds", 5, "Seeds 0..seeds-1 per method.")
+  flags.DEFINE_integer("seeds", 5, "Number of seeds per method: first_seed, first_seed + 1, ...")
+  flags.DEFINE_integer("first_seed", 0, "The first seed (processes sharing a --workdir can "
+                       "take disjoint seed ranges).")
   flags.DEFINE_integer("steps", 20000, "Training steps per run.")
   flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths of G and D (arch gax).")
   flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Networks and optimiser: gax's MLPs, "

@@ -51,6 +51,17 @@ class Variant:
     return Variant(f"{self.name}+{other.name}", {**self.overrides, **other.overrides})
 
 
+def seed_range(seeds: int, first_seed: int = 0) -> range:
+  """Seeds `first_seed .. first_seed + seeds - 1` of a sweep. Several processes (or machines)
+  can share one sweep's root by taking disjoint ranges: finished runs are read back, so a
+  last pass over all seeds only writes the complete table."""
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}.")
+  if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+    raise ValueError(f"--first_seed must be an integer >= 0, got {first_seed!r}.")
+  return range(first_seed, first_seed + seeds)
+
+
 # Sections whose keys are keyword arguments of a builder (a model or data option the base
 # config leaves at its default is absent there); elsewhere an override must name an existing
 # key, so that a typo is an error rather than an ignored setting.

@@ -212,6 +212,22 @@ def test_mode_coverage_report_puts_published_numbers_beside_the_measured(tiny_ru
     mode_coverage.make_jobs(["digits"], ["baseline"], 1, 10, (8,))
 
 
+def test_first_seed_splits_a_sweep_into_disjoint_seed_ranges():
+  whole = mode_coverage.make_jobs(["ring"], ["baseline"], 3, 10, (8,))
+  parts = (mode_coverage.make_jobs(["ring"], ["baseline"], 2, 10, (8,)) +
+           mode_coverage.make_jobs(["ring"], ["baseline"], 1, 10, (8,), first_seed=2))
+  assert [j.seed for j in whole] == [j.seed for j in parts] == [0, 1, 2]
+  assert [j.workdir("r") for j in whole] == [j.workdir("r") for j in parts]
+  assert list(sweep.seed_range(2, first_seed=5)) == [5, 6]
+  for seeds, first, match in [(0, 0, "--seeds must be an integer >= 1, got 0"),
+                              (True, 0, "--seeds must be an integer >= 1, got True"),
+                              (2, -1, "--first_seed must be an integer >= 0, got -1")]:
+    with pytest.raises(ValueError, match=match):
+      sweep.seed_range(seeds, first)
+  with pytest.raises(ValueError, match="--first_seed must be"):
+    ablate.make_jobs(["ring"], ["r1"], 1, 10, 10, (8,), "r", first_seed=-3)
+
+
 def test_ablate_jobs_share_one_digits_classifier(tmp_path):
   jobs = ablate.make_jobs(["digits"], ["label_smoothing", "g_batch_norm"], 1, 10, 10, (8,),
                           str(tmp_path))
