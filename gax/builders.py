@@ -32,7 +32,7 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import evaluation, losses, models, monitor, noise, penalties, tricks
+from gax import checks, evaluation, losses, models, monitor, noise, penalties, tricks
 from gax.models.conditioning import check_conditioning
 from gax.models.packing import Packed
 from gax.optimizers import SCHEDULE_DEFAULTS, build_optimizer
@@ -128,8 +128,7 @@ def build_gan(config: Any, data_shape: Tuple[int, ...], axis_name: Optional[str]
   if not isinstance(aux_weight, (int, float)) or not aux_weight >= 0:
     raise ValueError(f"config.model.aux_weight must be a number >= 0, got {aux_weight!r}.")
   packing = model_cfg.pop("packing", 1)
-  if isinstance(packing, bool) or not isinstance(packing, int) or packing < 1:
-    raise ValueError(f"config.model.packing must be an integer >= 1 (1: off), got {packing!r}.")
+  checks.integer(packing, "config.model.packing", note=" (1: off)")
   if packing > 1 and conditioning != "none":
     raise ValueError("config.model.packing > 1 (PacGAN) does not support conditional GANs "
                      f"(config.model.conditioning={conditioning!r}).")

@@ -56,6 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from gax import checks
 from gax.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -436,19 +437,13 @@ def _cached(path: Optional[str], fingerprint: str, load: Callable[[], Loaded]) -
 def _cap(max_examples: Optional[int]) -> Optional[int]:
   if max_examples is None:
     return None
-  if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) \
-      or max_examples < 1:
-    raise ValueError(f"data.max_examples must be a positive integer or None, got {max_examples!r}.")
-  return int(max_examples)
+  return checks.integer(max_examples, "data.max_examples", note=" or None")
 
 
 def _check_size(image_size: Optional[int]) -> Optional[int]:
   if image_size is None or image_size == 0:
     return None
-  if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-      or image_size < 1:
-    raise ValueError(f"data.image_size must be a positive integer or None, got {image_size!r}.")
-  return int(image_size)
+  return checks.integer(image_size, "data.image_size", note=" or None")
 
 
 def _source(images: np.ndarray, labels: Optional[np.ndarray], num_classes: Optional[int],
@@ -1095,9 +1090,7 @@ def stacked_digits_images(num_examples: int = 25600, image_size: int = 16,
     `(images uint8 [num_examples, image_size, image_size, 3], labels int32 [num_examples])`
     with label `100 * d_R + 10 * d_G + d_B` (the digits of channels 0, 1, 2), in [0, 1000).
   """
-  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) \
-      or num_examples < 1:
-    raise ValueError(f"data.num_examples must be a positive integer, got {num_examples!r}.")
+  checks.integer(num_examples, "data.num_examples")
   size = _check_size(image_size)
   if size is None:
     raise ValueError("stacked_digits needs an image_size.")

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import optax
 
+from gax import checks
 from gax.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -58,17 +59,15 @@ def learning_rate_schedule(learning_rate: float, schedule: str = "constant",
   """The learning rate as a function of the update count (see the module docstring)."""
   if schedule not in SCHEDULES:
     raise ValueError(f"Unknown learning-rate schedule {schedule!r}; choose from {SCHEDULES}.")
-  if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-    raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}.")
+  checks.integer(warmup_steps, "warmup_steps", 0)
   if schedule == "constant":
     if decay_steps or final_scale:
       raise ValueError("decay_steps and final_scale need schedule='linear' or 'cosine'; the "
                        "schedule is 'constant'.")
     main = optax.constant_schedule(learning_rate)
   else:
-    if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
-      raise ValueError(f"schedule={schedule!r} needs decay_steps, an integer >= 1 (the "
-                       f"player's updates), got {decay_steps!r}.")
+    checks.integer(decay_steps, "decay_steps", 1,
+                   f" (the player's updates, which schedule={schedule!r} needs)")
     if not 0.0 <= final_scale <= 1.0:
       raise ValueError(f"final_scale must be in [0, 1], got {final_scale!r}.")
     if schedule == "linear":

@@ -28,6 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gax import checks
 from gax.steps import GAN, Metrics, train_step
 
 DEFAULT_AXIS = "batch"
@@ -172,9 +173,7 @@ def distributed_kwargs(coordinator_address: Optional[str] = None,
 
 
 def _int_flag(value: Any, flag: str, minimum: int) -> int:
-  if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum:
-    return int(value)
-  raise ValueError(f"--{flag}={value!r} must be an integer >= {minimum}.")
+  return checks.integer(value, f"--{flag}", minimum)
 
 
 def _distributed_help(kwargs: Mapping[str, Any], error: BaseException) -> str:

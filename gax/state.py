@@ -12,7 +12,6 @@ from typing import Any
 
 import flax.struct
 import jax
-import jax.numpy as jnp
 import optax
 
 PyTree = Any

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gax import noise
+from gax import checks, noise
 from gax.losses import GANLoss, auxiliary_classifier_loss
 from gax.models.conditioning import CONDITIONING
 from gax.penalties import Penalty
@@ -202,10 +202,8 @@ class GAN:
   aux_weight: float = 1.0
 
   def __post_init__(self):
-    if self.n_critic < 1:
-      raise ValueError(f"n_critic must be >= 1, got {self.n_critic}.")
-    if self.latent_dim < 1:
-      raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}.")
+    checks.integer(self.n_critic, "n_critic")
+    checks.integer(self.latent_dim, "latent_dim")
     names = [h.name for h in self.hooks]
     if len(set(names)) != len(names):
       raise ValueError(f"Hook names must be unique, got {names}.")

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gax import evaluation, monitor as monitor_lib, trainer
+from gax import checks, evaluation, monitor as monitor_lib, trainer
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "gax.sweep.result/1"
@@ -55,10 +55,8 @@ def seed_range(seeds: int, first_seed: int = 0) -> range:
   """Seeds `first_seed .. first_seed + seeds - 1` of a sweep. Several processes (or machines)
   can share one sweep's root by taking disjoint ranges: finished runs are read back, so a
   last pass over all seeds only writes the complete table."""
-  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-    raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}.")
-  if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
-    raise ValueError(f"--first_seed must be an integer >= 0, got {first_seed!r}.")
+  seeds = checks.integer(seeds, "--seeds")
+  first_seed = checks.integer(first_seed, "--first_seed", 0)
   return range(first_seed, first_seed + seeds)
 
 

@@ -33,11 +33,10 @@ import jax.numpy as jnp
 import optax
 
 from gax import losses as losses_lib
-from gax import noise, spectral, transforms
+from gax import checks, noise, spectral, transforms
 from gax.losses import GANLoss
 from gax.registry import Registry
-from gax.state import GANState
-from gax.steps import Hook, Metrics, StepContext
+from gax.steps import Hook
 
 Array = jax.Array
 
@@ -58,9 +57,7 @@ class SpectralNorm(Hook):
   name: str = "spectral_norm"
 
   def __post_init__(self):
-    if self.n_power_iterations < 1:
-      raise ValueError(f"spectral_norm.n_power_iterations must be >= 1, got "
-                       f"{self.n_power_iterations}.")
+    checks.integer(self.n_power_iterations, "spectral_norm.n_power_iterations")
 
   def init(self, key, state, data_shape):
     sn = spectral.init_spectral_state(state.d.params, key, self.n_power_iterations)
@@ -136,8 +133,7 @@ class ExperienceReplay(Hook):
   name: str = "experience_replay"
 
   def __post_init__(self):
-    if self.size < 1:
-      raise ValueError(f"experience_replay.size must be >= 1, got {self.size}.")
+    checks.integer(self.size, "experience_replay.size")
     if not 0.0 <= self.prob <= 1.0:
       raise ValueError(f"experience_replay.prob must be in [0, 1], got {self.prob!r}.")
 
@@ -283,9 +279,7 @@ class TopK(Hook):
     if not 0 < self.gamma <= 1 or not 0 < self.nu <= 1:
       raise ValueError(f"top_k needs 0 < gamma <= 1 and 0 < nu <= 1; got {self.gamma!r}, "
                        f"{self.nu!r}.")
-    if isinstance(self.decay_every, bool) or not isinstance(self.decay_every, int) or (
-        self.decay_every < 1):
-      raise ValueError(f"top_k.decay_every must be an integer >= 1, got {self.decay_every!r}.")
+    checks.integer(self.decay_every, "top_k.decay_every")
 
   def k(self, step: Array, n: int) -> Array:
     """The number of fakes G learns from at train step `step`, out of `n`."""

@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gax import noise
+from gax import checks, noise
 from gax.losses import (binary_cross_entropy_with_logits, focal_reconstruction_loss,
                         gaussian_kl, minimax_d_loss, non_saturating_g_loss)
 from gax.models.dcgan import num_stages
@@ -186,9 +186,7 @@ class VAEGAN:
   axis_name: Optional[str] = None
 
   def __post_init__(self):
-    if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, numbers.Integral) \
-        or self.latent_dim < 1:
-      raise ValueError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}.")
+    checks.integer(self.latent_dim, "latent_dim")
     for name in ("kl_weight", "recon_weight", "feature_recon_weight", "gamma", "gan_weight"):
       _check_weight(name, getattr(self, name))
 

@@ -34,8 +34,8 @@ def test_only_the_given_settings_reach_jax_distributed_initialize():
 @pytest.mark.parametrize("kwargs, match", [
     ({"coordinator_address": "10.0.0.1"}, "--coordinator_address='10.0.0.1' must be HOST:PORT"),
     ({"coordinator_address": "host:port"}, "must be HOST:PORT"),
-    ({"num_processes": 0}, "--num_processes=0 must be an integer >= 1"),
-    ({"process_id": -1}, "--process_id=-1 must be an integer >= 0"),
+    ({"num_processes": 0}, "--num_processes must be an integer >= 1, got 0"),
+    ({"process_id": -1}, "--process_id must be an integer >= 0, got -1"),
     ({"num_processes": 2, "process_id": 2}, "--process_id=2 must be below --num_processes=2"),
     ({"local_device_ids": "0,x"}, "--local_device_ids='0,x' must be comma-separated"),
     ({"local_device_ids": "0,0"}, "distinct"),

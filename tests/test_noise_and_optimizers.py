@@ -107,8 +107,8 @@ def test_learning_rate_schedules_follow_their_formulas(cfg, expected):
 
 @pytest.mark.parametrize("cfg, error", [
     ({"schedule": "exponential", "decay_steps": 10}, "Unknown learning-rate schedule"),
-    ({"schedule": "linear"}, "needs decay_steps"),
-    ({"schedule": "cosine", "decay_steps": 0}, "needs decay_steps"),
+    ({"schedule": "linear"}, "decay_steps must be an integer >= 1 .*schedule='linear' needs"),
+    ({"schedule": "cosine", "decay_steps": 0}, "decay_steps must be an integer >= 1"),
     ({"schedule": "linear", "decay_steps": 10, "final_scale": 1.5},
      r"final_scale must be in \[0, 1\]"),
     ({"decay_steps": 10}, "schedule is 'constant'"),

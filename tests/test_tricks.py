@@ -11,7 +11,7 @@ import pytest
 
 from gax import builders, losses, models, parallel, spectral, tricks
 from gax.steps import (GAN, StepContext, d_features, d_step, g_step, init_state, sampling_params,
-                       to_model_input, train_step)
+                       train_step)
 from gax.transforms import find_ema_params
 
 B, N_DEV, SHAPE = 8, 4, (2,)

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gax import noise
+from gax import checks, noise
 from gax.layers import check_option
 from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
@@ -163,8 +163,7 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
                      f"{tuple(data_shape)}.")
   check_option("g_norm", g_norm, MLP_G_NORMS)
   check_option("d_activation", d_activation, MLP_D_ACTIVATIONS)
-  if isinstance(maxout_pieces, bool) or not isinstance(maxout_pieces, int) or maxout_pieces < 1:
-    raise ValueError(f"maxout_pieces must be an integer >= 1, got {maxout_pieces!r}.")
+  checks.integer(maxout_pieces, "maxout_pieces")
   check_init_std(init_std)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim)

@@ -28,7 +28,6 @@ of images in [-1, 1]. Out-of-range labels cannot raise inside `jit`: `nn.Embed` 
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import chex
@@ -36,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gax import checks
 from gax.layers import check_option
 
 CONDITIONING = ("none", "concat", "auxiliary")
@@ -46,10 +46,7 @@ CLASS_MAP_SIZE = 4  # side of D's learned per-class map (the DCGAN's smallest re
 def check_conditioning(num_classes: int, conditioning: str) -> None:
   """Raises a `ValueError` naming the model option unless the pair is consistent."""
   check_option("conditioning", conditioning, CONDITIONING)
-  if (not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool)
-      or num_classes < 0):
-    raise ValueError(f"model.num_classes must be an int >= 0 (0 = unconditional); got "
-                     f"{num_classes!r}.")
+  checks.integer(num_classes, "model.num_classes", 0, " (0: unconditional)")
   if conditioning == "none" and num_classes:
     raise ValueError(f"model.num_classes={num_classes} but model.conditioning is 'none': set "
                      "model.conditioning to 'concat' or 'auxiliary' to use the labels, or "
