@@ -381,23 +381,35 @@ _register("soft_labels", "ganhacks 6; Salimans et al. 2016", real_low=0.7, real_
 _register("noisy_labels", "ganhacks 6", flip_prob=0.05)(_labels())
 
 
-def _hook(cls):
-  def apply(parts: Parts, **options):
+def _register_hook(name: str, source: str, cls: type, apply: Optional[Callable] = None,
+                   set_by_builder: Tuple[str, ...] = ()) -> None:
+  """Registers a step `Hook` class as trick `name`. Its options are the class's fields with
+  their defaults (so that they are written once), less `name` and the fields the builder
+  sets from `Parts` (`set_by_builder`, done by `apply`)."""
+  defaults = {}
+  for field in dataclasses.fields(cls):
+    if not field.init or field.name == "name" or field.name in set_by_builder:
+      continue
+    if field.default is dataclasses.MISSING:
+      raise TypeError(f"Hook {cls.__name__}.{field.name} needs a default to be a trick option.")
+    defaults[field.name] = field.default
+
+  def hook(parts: Parts, **options):
     parts.hooks.append(cls(**options))
-  return apply
+
+  _register(name, source, **defaults)(apply or hook)
 
 
-_register("spectral_norm", "Miyato et al. 2018", n_power_iterations=1)(_hook(SpectralNorm))
-_register("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
-          std=0.1, decay_steps=0)(_hook(InstanceNoise))
-_register("experience_replay", "Shrivastava et al. 2017; ganhacks 8", size=1024, prob=0.5)(
-    lambda parts, **options: parts.hooks.append(
-        ExperienceReplay(**options, store_labels=parts.conditional)))
-_register("checkpoint_swap", "ganhacks 8", every=1000, duration=10, swap_generator=True,
-          swap_discriminator=True)(_hook(CheckpointSwap))
-_register("feature_matching", "Salimans et al. 2016, sec. 3.1", weight=1.0,
-          adversarial_weight=0.0)(_hook(FeatureMatching))
-_register("top_k", "Sinha et al. 2020", gamma=0.99, nu=0.5, decay_every=1000)(_hook(TopK))
+_register_hook("spectral_norm", "Miyato et al. 2018", SpectralNorm)
+_register_hook("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
+               InstanceNoise)
+_register_hook("experience_replay", "Shrivastava et al. 2017; ganhacks 8", ExperienceReplay,
+               lambda parts, **options: parts.hooks.append(
+                   ExperienceReplay(**options, store_labels=parts.conditional)),
+               set_by_builder=("store_labels",))
+_register_hook("checkpoint_swap", "ganhacks 8", CheckpointSwap)
+_register_hook("feature_matching", "Salimans et al. 2016, sec. 3.1", FeatureMatching)
+_register_hook("top_k", "Sinha et al. 2020", TopK)
 
 
 def default_config() -> Dict[str, Dict[str, Any]]:

@@ -53,6 +53,20 @@ def test_every_trick_has_a_default_config_section_that_is_off():
   assert gan.hooks == ()
 
 
+def test_hook_tricks_take_their_options_and_defaults_from_the_hook_class():
+  section = tricks.default_config()
+  assert section["top_k"] == {"enabled": False, "gamma": 0.99, "nu": 0.5, "decay_every": 1000}
+  assert section["spectral_norm"] == {"enabled": False, "n_power_iterations": 1}
+  # The builder sets store_labels from the GAN (conditional or not); it is no option.
+  assert section["experience_replay"] == {"enabled": False, "size": 1024, "prob": 0.5}
+  for name, cls in [("spectral_norm", tricks.SpectralNorm), ("instance_noise", tricks.InstanceNoise),
+                    ("checkpoint_swap", tricks.CheckpointSwap),
+                    ("feature_matching", tricks.FeatureMatching), ("top_k", tricks.TopK)]:
+    parts = tricks.Parts(loss=losses.LOSSES.get("non_saturating"), axis_name=None)
+    tricks.apply_tricks(parts, {name: {"enabled": True}})
+    assert parts.hooks == [cls()]
+
+
 @pytest.mark.parametrize("section, error", [
     ({"spectral_nrom": {"enabled": True}}, "Did you mean 'spectral_norm'"),
     ({"spectral_norm": {"enabled": True, "iterations": 2}}, "unknown options"),
