@@ -168,18 +168,27 @@ def build_state(gan: GAN, config: Any, data_shape: Tuple[int, ...]) -> GANState:
 
 # Keys added to the config after runs were made without them, with the value that gives the
 # behaviour of those runs: a saved config that lacks one matches a new config holding it.
+# (Tricks need no entry: see `_absent_trick_is_off`.)
 ADDED_KEYS = {
-    **{f"optimizer.{player}.{key}": value for player in ("g", "d")
-       for key, value in SCHEDULE_DEFAULTS.items()},
-    "tricks.top_k": {"enabled": False, **dict(tricks.TRICKS.get("top_k").defaults)},
+    f"optimizer.{player}.{key}": value for player in ("g", "d")
+    for key, value in SCHEDULE_DEFAULTS.items()
 }
+
+
+def _absent_trick_is_off(path: str, new: Any) -> bool:
+  """Whether `path` is a `tricks.<name>` section that a saved config lacks and the new config
+  switches off: `tricks.apply_tricks` leaves absent tricks off, so the saved run trained
+  without it (it predates the trick) and the two behave alike, whatever the options."""
+  return (path.startswith("tricks.") and path.count(".") == 1 and isinstance(new, Mapping)
+          and new.get("enabled") is False)
 
 
 def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
                        may_differ=("train", "parallel", "monitor", "eval")) -> list[str]:
   """Config keys (dotted) whose values differ between two config dicts, ignoring the
   sections that do not change what a checkpoint holds (run length, logging, parallelism,
-  evaluation) and `ADDED_KEYS` a saved config predates."""
+  evaluation), the `ADDED_KEYS` a saved config predates, and tricks it predates that the new
+  config leaves off."""
   diffs = []
 
   def walk(a, b, prefix):
@@ -188,7 +197,8 @@ def compatibility_diff(old: Mapping[str, Any], new: Mapping[str, Any],
       if not prefix and k in may_differ:
         continue
       va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
-      if va == "<absent>" and path in ADDED_KEYS and _normalise(vb) == ADDED_KEYS[path]:
+      if va == "<absent>" and (path in ADDED_KEYS and _normalise(vb) == ADDED_KEYS[path]
+                               or _absent_trick_is_off(path, vb)):
         continue
       if isinstance(va, Mapping) and isinstance(vb, Mapping):
         walk(va, vb, path + ".")

@@ -53,6 +53,21 @@ def test_every_trick_has_a_default_config_section_that_is_off():
   assert gan.hooks == ()
 
 
+def test_configs_saved_before_a_trick_existed_still_match_with_it_off():
+  new = builders.base_config().to_dict()
+  old = builders.base_config().to_dict()
+  del old["tricks"]["top_k"], old["tricks"]["feature_matching"]
+  new["tricks"]["top_k"]["gamma"] = 0.9  # options of a trick that is off change nothing
+  assert builders.compatibility_diff(old, new) == []
+  new["tricks"]["feature_matching"]["enabled"] = True
+  assert [d.split(":")[0] for d in builders.compatibility_diff(old, new)] == [
+      "tricks.feature_matching"]
+  # A trick the saved run had is compared option by option, as before.
+  old = builders.base_config().to_dict()
+  assert builders.compatibility_diff(old, new) == [
+      "tricks.feature_matching.enabled: False -> True", "tricks.top_k.gamma: 0.99 -> 0.9"]
+
+
 def test_hook_tricks_take_their_options_and_defaults_from_the_hook_class():
   section = tricks.default_config()
   assert section["top_k"] == {"enabled": False, "gamma": 0.99, "nu": 0.5, "decay_every": 1000}
