@@ -124,9 +124,13 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("historical_averaging", {"tricks.g_historical_averaging.enabled": True,
                                      "tricks.d_historical_averaging.enabled": True}),  # 3.3
     Variant("virtual_batch_norm", {"model.g_norm": "virtual_batch"}),  # sec. 3.5
-    # Packing (Lin et al. 2018): D judges packs of 2 or 4 samples.
+    # Packing (Lin et al. 2018): D judges packs of 2 or 4 samples of the batch of 100.
     Variant("pacgan2", {"model.packing": 2}),
     Variant("pacgan4", {"model.packing": 4}),
+    # As the PacGAN code (`pacgan_task.py`, `streams.py`) does it: a batch of 100 packs, so D
+    # and G see 100 m samples a step (the mixtures' batch of 100 is the base).
+    Variant("pacgan2_paper", {"model.packing": 2, "data.batch_size": 200}),
+    Variant("pacgan4_paper", {"model.packing": 4, "data.batch_size": 400}),
     # Later regularisers.
     Variant("spectral_norm", {"tricks.spectral_norm.enabled": True}),  # Miyato et al. 2018
     Variant("r1", {"d_penalty.r1": 0.01}),  # Mescheder et al. 2018
@@ -156,6 +160,8 @@ SOURCES = {
     "virtual_batch_norm": "Salimans et al. 2016 sec. 3.5",
     "pacgan2": "Lin et al. 2018 (PacGAN, packing degree 2)",
     "pacgan4": "Lin et al. 2018 (PacGAN, packing degree 4)",
+    "pacgan2_paper": "Lin et al. 2018, as in its code: 100 packs of 2 a step (batch 200)",
+    "pacgan4_paper": "Lin et al. 2018, as in its code: 100 packs of 4 a step (batch 400)",
     "spectral_norm": "Miyato et al. 2018",
     "r1": "Mescheder et al. 2018 (weight 0.01)",
     "g_ema": "Yazici et al. 2019 (decay 0.999)",
@@ -166,8 +172,8 @@ SOURCES = {
 }
 
 # Variants that do not apply to a dataset's base config (the digits DCGAN already has
-# batch norm in G).
-NOT_FOR = {"digits": {"g_batch_norm"}}
+# batch norm in G; the `_paper` packings are the mixtures' protocol).
+NOT_FOR = {"digits": {"g_batch_norm", "pacgan2_paper", "pacgan4_paper"}}
 
 
 def variant(name: str, dataset: str, steps: int) -> Variant:

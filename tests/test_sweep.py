@@ -50,6 +50,11 @@ def test_variants_combine_and_clash():
     variants.variant("r2d2", "ring", 10)
   with pytest.raises(ValueError, match="do not apply"):
     variants.variant("g_batch_norm", "digits", 10)
+  # PacGAN's code feeds D a batch of 100 packs: 100 m samples of the mixture a step.
+  for m in (2, 4):
+    c = sweep.apply_overrides(variants.mixture_config("grid", 10, arch="pacgan"),
+                              variants.variant(f"pacgan{m}_paper", "grid", 10).overrides)
+    assert (c.model.packing, c.data.batch_size // c.model.packing) == (m, 100)
 
 
 @pytest.mark.parametrize("dataset, options", [("ring", {}), ("ring", {"arch": "pacgan"}),
