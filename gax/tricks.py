@@ -381,32 +381,31 @@ _register("soft_labels", "ganhacks 6; Salimans et al. 2016", real_low=0.7, real_
 _register("noisy_labels", "ganhacks 6", flip_prob=0.05)(_labels())
 
 
-def _register_hook(name: str, source: str, cls: type, apply: Optional[Callable] = None,
-                   set_by_builder: Tuple[str, ...] = ()) -> None:
+def _register_hook(name: str, source: str, cls: type,
+                   from_parts: Optional[Mapping[str, Callable[[Parts], Any]]] = None) -> None:
   """Registers a step `Hook` class as trick `name`. Its options are the class's fields with
-  their defaults (so that they are written once), less `name` and the fields the builder
-  sets from `Parts` (`set_by_builder`, done by `apply`)."""
+  their defaults (so that they are written once), less `name` and the fields `from_parts`
+  fills in from the `Parts` being assembled (`field -> parts -> value`)."""
+  from_parts = dict(from_parts or {})
   defaults = {}
   for field in dataclasses.fields(cls):
-    if not field.init or field.name == "name" or field.name in set_by_builder:
+    if not field.init or field.name == "name" or field.name in from_parts:
       continue
     if field.default is dataclasses.MISSING:
       raise TypeError(f"Hook {cls.__name__}.{field.name} needs a default to be a trick option.")
     defaults[field.name] = field.default
 
   def hook(parts: Parts, **options):
-    parts.hooks.append(cls(**options))
+    parts.hooks.append(cls(**options, **{k: get(parts) for k, get in from_parts.items()}))
 
-  _register(name, source, **defaults)(apply or hook)
+  _register(name, source, **defaults)(hook)
 
 
 _register_hook("spectral_norm", "Miyato et al. 2018", SpectralNorm)
 _register_hook("instance_noise", "Sønderby et al. 2017; Arjovsky & Bottou 2017; ganhacks 13",
                InstanceNoise)
 _register_hook("experience_replay", "Shrivastava et al. 2017; ganhacks 8", ExperienceReplay,
-               lambda parts, **options: parts.hooks.append(
-                   ExperienceReplay(**options, store_labels=parts.conditional)),
-               set_by_builder=("store_labels",))
+               from_parts={"store_labels": lambda parts: parts.conditional})
 _register_hook("checkpoint_swap", "ganhacks 8", CheckpointSwap)
 _register_hook("feature_matching", "Salimans et al. 2016, sec. 3.1", FeatureMatching)
 _register_hook("top_k", "Sinha et al. 2020", TopK)
