@@ -60,8 +60,7 @@ def validate_config(config: Any) -> None:
     raise KeyError(f"Config is missing keys: {sorted(missing)}.")
   if config.parallel not in PARALLEL_MODES:
     raise ValueError(f"config.parallel={config.parallel!r}; choose one of {PARALLEL_MODES}.")
-  if int(config.data.batch_size) < 1:
-    raise ValueError(f"config.data.batch_size must be >= 1, got {config.data.batch_size}.")
+  checks.integer(config.data.batch_size, "config.data.batch_size")
   losses.LOSSES.get(config.loss)
   for name, weight in config.d_penalty.items():
     penalties.PENALTIES.get(name)

@@ -61,6 +61,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from gax import checks
 from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource
 from gax.metrics import classifier as classifier_lib
@@ -171,12 +172,9 @@ class EvalSettings:
     if "metrics" in given:
       given["metrics"] = _parse_metrics(given["metrics"])
     s = cls(**given)
-    if s.num_samples < 10:
-      raise ValueError(f"config.eval.num_samples must be >= 10, got {s.num_samples}.")
-    if s.batch_size < 1:
-      raise ValueError(f"config.eval.batch_size must be >= 1, got {s.batch_size}.")
-    if s.classifier_steps < 1:
-      raise ValueError(f"config.eval.classifier_steps must be >= 1, got {s.classifier_steps}.")
+    checks.integer(s.num_samples, "config.eval.num_samples", 10)
+    checks.integer(s.batch_size, "config.eval.batch_size")
+    checks.integer(s.classifier_steps, "config.eval.classifier_steps")
     if s.features not in FEATURES:
       raise ValueError(f"config.eval.features={s.features!r}; choose one of {FEATURES}.")
     if s.best_metric not in (BEST_AUTO, BEST_NONE, *METRIC_DIRECTIONS):

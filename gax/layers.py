@@ -50,6 +50,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gax import checks
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -139,9 +141,7 @@ class VirtualBatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    n = self.reference_size
-    if n < 1:
-      raise ValueError(f"VirtualBatchNorm reference_size must be >= 1; got {n}.")
+    n = checks.integer(self.reference_size, "VirtualBatchNorm reference_size")
     if x.ndim < 2 or x.shape[0] <= n:
       raise ValueError(
           f"VirtualBatchNorm expects [reference ({n} rows); examples (>= 1 row)] stacked along "
@@ -236,8 +236,8 @@ class MinibatchStdDev(nn.Module):
     if x.ndim < 2:
       raise ValueError(f"MinibatchStdDev needs inputs [B, ..., C]; got shape {x.shape}.")
     b = x.shape[0]
-    if self.group_size is not None and self.group_size < 1:
-      raise ValueError(f"MinibatchStdDev group_size must be >= 1 or None; got {self.group_size}.")
+    if self.group_size is not None:
+      checks.integer(self.group_size, "MinibatchStdDev group_size", note=" or None")
     g = b if self.group_size is None else min(self.group_size, b)
     if b % g:
       raise ValueError(
@@ -287,8 +287,7 @@ class Maxout(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.pieces < 1:
-      raise ValueError(f"Maxout needs pieces >= 1, got {self.pieces}.")
+    checks.integer(self.pieces, "Maxout pieces")
     y = nn.Dense(self.features * self.pieces, kernel_init=self.kernel_init)(x)
     return y.reshape(*y.shape[:-1], self.features, self.pieces).max(axis=-1)
 

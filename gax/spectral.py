@@ -34,6 +34,8 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from gax import checks
+
 Array = jax.Array
 PyTree = Any
 SpectralState = Dict[str, Array]
@@ -88,8 +90,7 @@ def power_iteration(k: Array, u: Array, n_iterations: int = 1) -> Tuple[Array, A
     `(u [n], v [m], sigma)`: `u` and `v` are stop-gradiented, as in the paper; `sigma` is
     float32 and differentiable w.r.t. `k` (d sigma / d k = v u^T).
   """
-  if n_iterations < 1:
-    raise ValueError(f"power_iteration needs n_iterations >= 1, got {n_iterations}.")
+  checks.integer(n_iterations, "power_iteration n_iterations")
   if k.ndim != 2 or u.shape != (k.shape[1],):
     raise ValueError(f"power_iteration needs k [m, n] and u [n]; got {k.shape} and {u.shape}.")
   k = k.astype(jnp.float32)

@@ -117,8 +117,7 @@ class DCGANEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = True) -> Tuple[Array, Array]:
     chex.assert_rank(x, 4)
-    if self.latent_dim < 1:
-      raise ValueError(f"DCGANEncoder latent_dim must be >= 1, got {self.latent_dim}.")
+    checks.integer(self.latent_dim, "DCGANEncoder latent_dim")
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(
           f"DCGANEncoder built for {self.resolution}x{self.resolution} inputs got {x.shape}.")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gax import checks, optimizers, sweep
+from gax.metrics import features, kid
 from gax.models import conditioning
 
 
@@ -36,6 +37,13 @@ def test_the_modules_share_the_message():
        "model.num_classes must be an integer >= 0 (0: unconditional), got -1."),
       (lambda: optimizers.learning_rate_schedule(1e-3, warmup_steps=True),
        "warmup_steps must be an integer >= 0, got True."),
+      (lambda: conditioning.check_sizes(8, 0, "nearest"),
+       "model.d_class_dim must be an integer >= 1, got 0."),
+      (lambda: kid.kid_from_features(np.zeros((4, 2)), np.zeros((4, 2)), subset_size=2,
+                                     n_subsets=1.5),
+       "KID: n_subsets must be an integer >= 1, got 1.5."),
+      (lambda: features.compute_features(None, np.zeros((2, 1, 1, 1)), batch_size=False),
+       "batch_size must be an integer >= 1, got False."),
   ]:
     with pytest.raises(ValueError) as e:
       call()

@@ -111,7 +111,7 @@ def test_virtual_batch_norm_output_does_not_depend_on_the_other_examples():
 def test_virtual_batch_norm_needs_reference_rows_and_one_example():
   with pytest.raises(ValueError, match="at least 4 rows"):
     _init_and_apply(layers.VirtualBatchNorm(reference_size=3), _randn(3, 5))
-  with pytest.raises(ValueError, match="reference_size must be >= 1"):
+  with pytest.raises(ValueError, match="reference_size must be an integer >= 1"):
     _init_and_apply(layers.VirtualBatchNorm(reference_size=0), _randn(3, 5))
 
 
@@ -271,5 +271,5 @@ def test_maxout_is_the_max_of_its_affine_pieces():
     for j in range(4):  # unit j owns the columns j * pieces ... j * pieces + pieces - 1
       expected[n, j] = max(x[n] @ w[:, j * 3 + k] + b[j * 3 + k] for k in range(3))
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-  with pytest.raises(ValueError, match="pieces >= 1"):
+  with pytest.raises(ValueError, match="Maxout pieces must be an integer >= 1"):
     layers.Maxout(features=4, pieces=0).init(jax.random.PRNGKey(0), x)

@@ -166,7 +166,7 @@ def test_custom_rule_and_errors():
     spectral_normalize(PARAMS, {**state, "Other/kernel": jnp.ones(3)})
   with pytest.raises(ValueError, match="u of shape"):
     spectral_normalize(PARAMS, {"Dense_0/kernel": jnp.ones(6)})
-  with pytest.raises(ValueError, match="n_iterations >= 1"):
+  with pytest.raises(ValueError, match="n_iterations must be an integer >= 1"):
     spectral_normalize(PARAMS, state, n_power_iterations=0)
   with pytest.raises(ValueError, match="needs a matrix"):
     init_spectral_state(PARAMS, KEY, include=lambda path, leaf: path.endswith("bias"))

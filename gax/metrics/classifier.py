@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gax import checks
 from gax.metrics.features import (FEATURE_EXTRACTORS, FeatureExtractor, check_variables,
                                   load_variables, make_feature_extractor, save_variables,
                                   to_unit_range)
@@ -143,8 +144,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: Option
   if num_classes is None:
     num_classes = int(labels.max()) + 1
   _check_data(images, labels, num_classes)
-  if steps < 1 or batch_size < 1:
-    raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
+  checks.integer(steps, "steps")
+  checks.integer(batch_size, "batch_size")
   h, w, _ = images.shape[1:]
   if h % 2**len(widths) or w % 2**len(widths):
     raise ValueError(f"SmallCNN with {len(widths)} stages needs H and W divisible by "

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from gax import checks
 from gax.registry import Registry
 
 Array = Union[np.ndarray, jax.Array]
@@ -159,8 +160,7 @@ def iter_features(extractor: FeatureExtractor, data: Images,
     batch_size: the compiled batch size; a shorter piece is padded (with its last image) to
       it and the padding rows dropped from the output, so `extractor.fn` compiles once.
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  checks.integer(batch_size, "batch_size")
   for x in _chunks(data, batch_size):
     n = len(x)
     if n == 0:

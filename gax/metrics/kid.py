@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gax import checks
 from gax.metrics.features import FeatureExtractor, Images, compute_features
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -112,8 +113,7 @@ def kid_from_features(features1, features2, n_subsets: int = 100, subset_size: i
   if not 2 <= subset_size <= n:
     raise ValueError(f"KID: subset_size must be in [2, {n}] (the smaller set has {n} "
                      f"samples), got {subset_size}; pass a smaller subset_size or more samples.")
-  if n_subsets < 1:
-    raise ValueError(f"KID: n_subsets must be >= 1, got {n_subsets}.")
+  checks.integer(n_subsets, "KID: n_subsets")
   mmd = np.asarray(_kid_subsets(features1, features2, jax.random.key(seed), n_subsets=n_subsets,
                                 subset_size=subset_size, degree=degree, gamma=gamma,
                                 coef0=coef0), np.float64)

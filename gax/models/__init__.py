@@ -59,8 +59,7 @@ def _check_common(minibatch: str, g_noise_std: float, g_dropout: float, vbn_refe
     raise ValueError(f"g_noise_std must be >= 0 (0 = off); got {g_noise_std}.")
   if not 0 <= g_dropout < 1:
     raise ValueError(f"g_dropout must be a rate in [0, 1) (0 = off); got {g_dropout}.")
-  if vbn_reference_size < 1:
-    raise ValueError(f"vbn_reference_size must be >= 1; got {vbn_reference_size}.")
+  checks.integer(vbn_reference_size, "vbn_reference_size")
   check_option("vbn_reference_latent", vbn_reference_latent, tuple(noise.LATENTS))
 
 

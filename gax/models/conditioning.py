@@ -57,9 +57,8 @@ def check_conditioning(num_classes: int, conditioning: str) -> None:
 
 
 def check_sizes(g_class_dim: int, d_class_dim: int, class_map_resize: str) -> None:
-  if g_class_dim < 1 or d_class_dim < 1:
-    raise ValueError(f"model.g_class_dim and model.d_class_dim must be >= 1; got {g_class_dim}, "
-                     f"{d_class_dim}.")
+  checks.integer(g_class_dim, "model.g_class_dim")
+  checks.integer(d_class_dim, "model.d_class_dim")
   check_option("class_map_resize", class_map_resize, CLASS_MAP_RESIZE)
 
 

@@ -55,7 +55,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gax import noise
+from gax import checks, noise
 from gax.layers import (GaussianNoise, InstanceNorm, MinibatchDiscrimination, MinibatchStdDev,
                         PixelShuffle, VirtualBatchNorm, check_option)
 from gax.models import conditioning as cond
@@ -136,8 +136,7 @@ def check_g_regularisers(module: nn.Module, noise_std: float, dropout: float, tr
 def vbn_reference_latent(module: nn.Module, z: jax.Array, size: int, sampler: str) -> jax.Array:
   """The fixed reference latent batch `[size, latent_dim]` of a VBN generator, kept in the
   `vbn_reference` collection; drawn once at init from the `params` RNG."""
-  if size < 1:
-    raise ValueError(f"vbn_reference_size must be >= 1; got {size}.")
+  checks.integer(size, "vbn_reference_size")
   draw = noise.LATENTS.get(sampler)
   ref = module.variable("vbn_reference", "z",
                         lambda: draw(module.make_rng("params"), (size, z.shape[1])))
