@@ -163,18 +163,21 @@ class EvalSettings:
       hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(
           k, known, n=1)) else repr(k) for k in unknown]
       raise KeyError(f"Unknown eval config keys: {', '.join(hints)}; known: {sorted(known)}.")
-    for key in ("every", "num_samples", "classifier_steps", "seed", "batch_size"):
-      value = given.get(key, 0)
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
+    for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
+                         ("classifier_steps", 1), ("batch_size", 1)):
+      if key not in given:
+        continue
+      value = given[key]
+      if minimum is not None:
+        given[key] = checks.integer(value, f"config.eval.{key}", minimum)
+      elif isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"config.eval.{key} must be an integer, got {value!r}.")
-      if key in given:
+      else:
         given[key] = int(value)
     if "metrics" in given:
       given["metrics"] = _parse_metrics(given["metrics"])
     s = cls(**given)
-    checks.integer(s.num_samples, "config.eval.num_samples", 10)
-    checks.integer(s.batch_size, "config.eval.batch_size")
-    checks.integer(s.classifier_steps, "config.eval.classifier_steps")
     if s.features not in FEATURES:
       raise ValueError(f"config.eval.features={s.features!r}; choose one of {FEATURES}.")
     if s.best_metric not in (BEST_AUTO, BEST_NONE, *METRIC_DIRECTIONS):

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from gax import checks, optimizers, sweep
+from gax import checks, evaluation, optimizers, sweep
 from gax.metrics import features, kid
 from gax.models import conditioning
 
@@ -37,6 +37,12 @@ def test_the_modules_share_the_message():
        "model.num_classes must be an integer >= 0 (0: unconditional), got -1."),
       (lambda: optimizers.learning_rate_schedule(1e-3, warmup_steps=True),
        "warmup_steps must be an integer >= 0, got True."),
+      (lambda: evaluation.EvalSettings.from_config({"num_samples": 5}),
+       "config.eval.num_samples must be an integer >= 10, got 5."),
+      (lambda: evaluation.EvalSettings.from_config({"batch_size": 2.0}),
+       "config.eval.batch_size must be an integer >= 1, got 2.0."),
+      (lambda: evaluation.EvalSettings.from_config({"every": 1.5}),
+       "config.eval.every must be an integer, got 1.5."),
       (lambda: conditioning.check_sizes(8, 0, "nearest"),
        "model.d_class_dim must be an integer >= 1, got 0."),
       (lambda: kid.kid_from_features(np.zeros((4, 2)), np.zeros((4, 2)), subset_size=2,
