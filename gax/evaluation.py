@@ -166,15 +166,8 @@ class EvalSettings:
     # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
     for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
                          ("classifier_steps", 1), ("batch_size", 1)):
-      if key not in given:
-        continue
-      value = given[key]
-      if minimum is not None:
-        given[key] = checks.integer(value, f"config.eval.{key}", minimum)
-      elif isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"config.eval.{key} must be an integer, got {value!r}.")
-      else:
-        given[key] = int(value)
+      if key in given:
+        given[key] = checks.integer(given[key], f"config.eval.{key}", minimum)
     if "metrics" in given:
       given["metrics"] = _parse_metrics(given["metrics"])
     s = cls(**given)

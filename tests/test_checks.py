@@ -14,6 +14,7 @@ from gax.models import conditioning
 def test_integer_accepts_python_and_numpy_integers_at_or_above_the_minimum():
   assert checks.integer(1, "n") == 1
   assert checks.integer(0, "n", minimum=0) == 0
+  assert checks.integer(-5, "n", minimum=None) == -5
   value = checks.integer(np.int64(7), "n")
   assert value == 7 and type(value) is int
 
