@@ -62,10 +62,19 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
     else:
       steps = mixture_steps
       base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
-    chosen = ["baseline"] + [n for n in names if n != "baseline"
-                             and not set(n.split("+")) & variants_lib.NOT_FOR.get(dataset, set())]
-    for name in chosen:
+    not_for = variants_lib.NOT_FOR.get(dataset, set())
+    jobs.extend(sweep.Job(dataset, variants_lib.VARIANTS["baseline"], seed, base)
+                for seed in seed_list)
+    for name in names:
+      if name == "baseline":
+        continue
+      if set(name.split("+")) & not_for:
+        logging.warning("Skipping %s on %s: it does not apply there.", name, dataset)
+        continue
       v = variants_lib.variant(name, dataset, steps)
+      if not variants_lib.changes_base(base, v):
+        logging.warning("Skipping %s on %s: the base config already has it.", name, dataset)
+        continue
       jobs.extend(sweep.Job(dataset, v, seed, base) for seed in seed_list)
   return jobs
 

@@ -77,6 +77,9 @@ def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps
     base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
     for method in methods:
       v = variants_lib.variant(method, dataset, steps)
+      if method != "baseline" and not variants_lib.changes_base(base, v):
+        raise ValueError(f"{method!r} does not change the {arch} base config on {dataset!r}: "
+                         "its runs would be the baseline's.")
       jobs.extend(sweep.Job(dataset, v, seed, base) for seed in seed_list)
   return jobs
 

@@ -6,9 +6,10 @@ github.com/fjxmlzn/PacGAN, `synthetic_data_experiments/*/config.py`): the ring i
 of std 0.01 on the unit circle, the grid 25 Gaussians of std 0.05 at {-4, -2, 0, 2, 4}^2.
 Evaluation follows VEEGAN (Srivastava et al. 2017, sec. 5.1) and PacGAN: 2500 samples, a
 sample is high quality within 3 standard deviations of its nearest mode; batch size 100 as
-in that code. The networks and optimiser are gax's (`experiments/configs/ring.py` without its R1 penalty, MLP widths from the
-caller), not the papers': their runs (e.g. PacGAN: G 4x400 with batch norm, maxout D, 400
-epochs of 100k points) are far beyond a 2-core CPU budget.
+in that code. Two sets of networks and optimiser (`ARCHS`): gax's MLPs
+(`experiments/configs/ring.py` without its R1 penalty, widths from the caller), or those of
+the PacGAN code (`PACGAN_ARCH`: G 4 x 400 with batch norm, maxout D). The papers' training
+length (PacGAN: 400 epochs of 100k points) is beyond a 2-core CPU budget.
 
 Each entry of `VARIANTS` is a switch of one trick on the base config, named after the tip or
 technique, with its source in `SOURCES`.
@@ -203,3 +204,9 @@ def variant(name: str, dataset: str, steps: int) -> Variant:
     overrides["optimizer.g.decay_steps"] = int(steps)
     overrides["optimizer.d.decay_steps"] = int(steps) * n_critic
   return Variant(name, overrides)
+
+
+def changes_base(base: ml_collections.ConfigDict, v: Variant) -> bool:
+  """Whether `v` changes `base` at all: `g_batch_norm` does not on `--arch=pacgan`, whose G
+  already has batch norm, and its runs would be the baseline's under another name."""
+  return apply_overrides(base, v.overrides).to_dict() != base.to_dict()

@@ -215,6 +215,10 @@ def test_mode_coverage_report_puts_published_numbers_beside_the_measured(tiny_ru
   assert jobs[-1].base.data.name == "grid" and jobs[-1].base.data.std == 0.05
   with pytest.raises(ValueError, match="Unknown mixtures"):
     mode_coverage.make_jobs(["digits"], ["baseline"], 1, 10, (8,))
+  # PacGAN's G already has batch norm: g_batch_norm would rerun the baseline under its name.
+  with pytest.raises(ValueError, match="'g_batch_norm' does not change the pacgan base"):
+    mode_coverage.make_jobs(["ring"], ["g_batch_norm"], 1, 10, (8,), arch="pacgan")
+  assert len(mode_coverage.make_jobs(["ring"], ["g_batch_norm"], 1, 10, (8,))) == 1
 
 
 def test_first_seed_splits_a_sweep_into_disjoint_seed_ranges():
@@ -237,6 +241,10 @@ def test_ablate_jobs_share_one_digits_classifier(tmp_path):
   jobs = ablate.make_jobs(["digits"], ["label_smoothing", "g_batch_norm"], 1, 10, 10, (8,),
                           str(tmp_path))
   assert [j.variant.name for j in jobs] == ["baseline", "label_smoothing"]  # g_batch_norm n/a
+  names = lambda arch: [j.variant.name for j in ablate.make_jobs(
+      ["ring"], ["g_batch_norm", "r1"], 1, 10, 10, (8,), str(tmp_path), arch=arch)]
+  assert names("gax") == ["baseline", "g_batch_norm", "r1"]
+  assert names("pacgan") == ["baseline", "r1"]  # its G has batch norm already
   assert {j.base.eval.classifier_path for j in jobs} == {
       os.path.abspath(str(tmp_path / "digits_classifier.npz"))}
   assert isinstance(jobs[0].base, ml_collections.ConfigDict)
