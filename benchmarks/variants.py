@@ -23,6 +23,7 @@ import ml_collections
 
 from experiments.configs import dcgan_digits
 from gax.builders import base_config
+from gax.optimizers import SCHEDULE_DEFAULTS
 from gax.sweep import Variant, apply_overrides
 
 MIXTURES = {
@@ -112,11 +113,15 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("minimax_loss", {"loss": "minimax"}),  # tip 2 off: the saturating loss
     Variant("uniform_z", {"latent.distribution": "uniform"}),  # tip 3 off
     Variant("g_batch_norm", {"model.g_norm": "batch"}),  # tip 4
+    Variant("relu_d", {"model.d_activation": "relu"}),  # tip 5 off: sparse gradients in D
     Variant("label_smoothing", {"tricks.label_smoothing.enabled": True}),  # tip 6; Salimans
     Variant("soft_labels", {"tricks.soft_labels.enabled": True}),  # tip 6
     Variant("noisy_labels", {"tricks.noisy_labels.enabled": True}),  # tip 6
     Variant("experience_replay", {"tricks.experience_replay.enabled": True}),  # tip 8
     Variant("instance_noise", {"tricks.instance_noise.enabled": True}),  # tip 13
+    # Tip 9: Adam for G, SGD for D. The tip names no rate; 0.01 without momentum.
+    Variant("sgd_d", {"optimizer.d": {"name": "sgd", "learning_rate": 0.01,
+                                      **SCHEDULE_DEFAULTS}}),
     Variant("train_d_more", {"n_critic": 5}),  # tip 14 [notsure]
     Variant("g_dropout", {"model.g_dropout": 0.5}),  # tip 17
     # Salimans et al. 2016, "Improved Techniques for Training GANs".
@@ -148,10 +153,12 @@ SOURCES = {
     "minimax_loss": "ganhacks 2 (switched off)",
     "uniform_z": "ganhacks 3 (switched off)",
     "g_batch_norm": "ganhacks 4",
+    "relu_d": "ganhacks 5 (switched off: ReLU units in D)",
     "label_smoothing": "ganhacks 6; Salimans et al. 2016 sec. 3.4 (one-sided, 0.9)",
     "soft_labels": "ganhacks 6",
     "noisy_labels": "ganhacks 6",
     "experience_replay": "ganhacks 8; Shrivastava et al. 2017",
+    "sgd_d": "ganhacks 9 (SGD for D at 0.01, Adam for G)",
     "instance_noise": "ganhacks 13; Sønderby et al. 2017 (decayed to 0 over the run)",
     "train_d_more": "ganhacks 14 [notsure] (n_critic = 5)",
     "g_dropout": "ganhacks 17 (p = 0.5, train and sample time)",
@@ -173,8 +180,9 @@ SOURCES = {
 }
 
 # Variants that do not apply to a dataset's base config (the digits DCGAN already has
-# batch norm in G; the `_paper` packings are the mixtures' protocol).
-NOT_FOR = {"digits": {"g_batch_norm", "pacgan2_paper", "pacgan4_paper"}}
+# batch norm in G, and its convolutional D has no activation option; the `_paper` packings
+# are the mixtures' protocol).
+NOT_FOR = {"digits": {"g_batch_norm", "relu_d", "pacgan2_paper", "pacgan4_paper"}}
 
 
 def variant(name: str, dataset: str, steps: int) -> Variant:

@@ -69,9 +69,14 @@ OPEN_SECTIONS = ("model", "data")
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted `overrides` set. A key the config lacks is a KeyError,
-  except new options of the `OPEN_SECTIONS` (checked when the run builds them)."""
+  except new options of the `OPEN_SECTIONS` (checked when the run builds them).
+
+  A key may name a whole section (`"optimizer.d": {...}` swaps D's optimizer and its
+  options); keys are applied shallowest first, so keys inside that section (say a
+  combination's `"optimizer.d.schedule"`) change the new section whatever their order.
+  """
   config = ml_collections.ConfigDict(config.to_dict())
-  for key, value in overrides.items():
+  for key, value in sorted(overrides.items(), key=lambda kv: kv[0].count(".")):
     *path, leaf = key.split(".")
     node = config
     for i, part in enumerate(path):

@@ -284,7 +284,7 @@ def test_minibatch_layers_feed_the_last_layer():
     ("dcgan", SHAPE16, "downsample", "max_pool", "'stride', 'avg_pool'"),
     ("mlp", (2,), "g_norm", "instance", "'none', 'batch', 'virtual_batch'"),
     ("mlp", (2,), "minibatch", "stdev", "'none', 'stddev', 'discrimination'"),
-    ("mlp", (2,), "d_activation", "relu", "'leaky_relu', 'maxout'"),
+    ("mlp", (2,), "d_activation", "tanh", "'leaky_relu', 'relu', 'maxout'"),
 ])
 def test_bad_trick_options_name_the_option_and_the_allowed_values(name, shape, option, value,
                                                                   allowed):
@@ -309,6 +309,23 @@ def test_mlp_maxout_d_and_init_std_follow_the_pacgan_layout():
     models.MODELS.build("mlp", data_shape=(2,), d_activation="maxout", maxout_pieces=0)
   with pytest.raises(ValueError, match="init_std must be >= 0"):
     models.MODELS.build("mlp", data_shape=(2,), init_std=-0.1)
+
+
+@pytest.mark.parametrize("activation,f", [
+    ("leaky_relu", lambda v: np.where(v > 0, v, 0.2 * v)),
+    ("relu", lambda v: np.maximum(v, 0.0)),  # ganhacks tip 5 switched off: sparse gradients
+])
+def test_mlp_d_activation_matches_a_numpy_forward(activation, f):
+  _, d = models.MODELS.build("mlp", data_shape=(2,), d_hidden=(8, 8), d_activation=activation)
+  x = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+  variables = _init(d, jnp.asarray(x))
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  h = x
+  for i in range(2):
+    h = f(h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"])
+  want = (h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"])[:, 0]
+  np.testing.assert_allclose(d.apply(variables, jnp.asarray(x), train=False), want,
+                             rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("option,value,match", [("g_dropout", 1.0, "g_dropout must be"),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -96,6 +97,32 @@ def test_lr_decay_reaches_zero_at_the_end_of_the_run_for_both_players():
   c = sweep.apply_overrides(variants.mixture_config("ring", 100), v.overrides)
   assert c.optimizer.d.schedule == c.optimizer.g.schedule == "linear"
   assert c.optimizer.d.final_scale == 0.0
+
+
+def test_a_section_override_applies_before_the_keys_inside_it():
+  c = tiny_ring()
+  swap = {"optimizer.d": {"name": "sgd", "learning_rate": 0.5}}
+  for overrides in ({**swap, "optimizer.d.learning_rate": 0.1},
+                    {"optimizer.d.learning_rate": 0.1, **swap}):
+    assert sweep.apply_overrides(c, overrides).optimizer.d.to_dict() == {
+        "name": "sgd", "learning_rate": 0.1}
+
+
+def test_sgd_d_gives_d_plain_sgd_and_keeps_a_combinations_schedule():
+  # ganhacks 9: SGD for D, Adam for G, in either order of a combination with lr_decay.
+  for name in ("sgd_d+lr_decay", "lr_decay+sgd_d"):
+    c = sweep.apply_overrides(variants.mixture_config("ring", 100, arch="pacgan"),
+                              variants.variant(name, "ring", 100).overrides)
+    assert c.optimizer.d.to_dict() == {"name": "sgd", "learning_rate": 0.01,
+                                       "schedule": "linear", "decay_steps": 100,
+                                       "final_scale": 0.0, "warmup_steps": 0}
+    assert (c.optimizer.g.name, c.optimizer.g.b1) == ("adam", 0.8)
+  c = sweep.apply_overrides(variants.mixture_config("ring", 100, arch="pacgan"),
+                            variants.variant("sgd_d", "ring", 100).overrides)
+  gan = builders.build_gan(c, (2,))
+  grads, params = {"w": jnp.array([0.5, -2.0])}, {"w": jnp.zeros(2)}
+  updates, _ = gan.d_tx.update(grads, gan.d_tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.01 * grads["w"])
 
 
 def test_top_k_reaches_its_floor_about_half_way():

@@ -154,7 +154,8 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
       minibatch_kernels, minibatch_kernel_dim, minibatch_group_size, num_classes,
       conditioning, g_class_dim: as for `dcgan`.
     d_class_dim: size of D's learned class vector appended to its input ("concat").
-    d_activation: D's hidden units, "leaky_relu" | "maxout" (with `maxout_pieces` pieces).
+    d_activation: D's hidden units, "leaky_relu" | "relu" | "maxout" (with `maxout_pieces`
+      pieces).
     init_std: > 0: N(0, init_std^2) kernels in both networks; 0: Flax's default.
   """
   if len(data_shape) != 1:

@@ -10,8 +10,9 @@ names):
   (see `gax.models.dcgan`).
 * G `noise_std` > 0: Gaussian noise after every hidden layer, train mode only (`noise` RNG).
 * G `dropout` > 0: dropout after every hidden layer at train and sample time (`dropout` RNG).
-* D `activation`: "leaky_relu" (slope 0.2, default) | "maxout" (`maxout_pieces` affine pieces
-  per unit, Goodfellow et al. 2013; the D of the PacGAN mixture experiments).
+* D `activation`: "leaky_relu" (slope 0.2, default) | "relu" (the sparse gradients ganhacks
+  tip 5 advises against, for ablations) | "maxout" (`maxout_pieces` affine pieces per unit,
+  Goodfellow et al. 2013; the D of the PacGAN mixture experiments).
 * `init_std` > 0: kernels of every dense layer drawn from N(0, init_std^2), biases 0 (the
   DCGAN / PacGAN initialisation); 0 keeps Flax's LeCun-normal default.
 * D `minibatch`: "none" | "stddev" (one feature appended) | "discrimination" (`minibatch_kernels`
@@ -36,7 +37,7 @@ from gax.models import conditioning as cond
 from gax.models.dcgan import MINIBATCH, check_g_regularisers, g_hidden, g_input, make_norm
 
 G_NORMS = ("none", "batch", "virtual_batch")
-D_ACTIVATIONS = ("leaky_relu", "maxout")
+D_ACTIVATIONS = ("leaky_relu", "relu", "maxout")
 
 
 def check_init_std(init_std: float) -> None:
@@ -119,6 +120,8 @@ class MLPDiscriminator(nn.Module):
     for h in self.hidden:
       if self.activation == "maxout":
         x = Maxout(h, self.maxout_pieces, kernel_init=init)(x)
+      elif self.activation == "relu":
+        x = nn.relu(nn.Dense(h, kernel_init=init)(x))
       else:
         x = nn.leaky_relu(nn.Dense(h, kernel_init=init)(x), 0.2)
     self.sow("intermediates", "features", x)  # for feature matching
