@@ -62,13 +62,12 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
     else:
       steps = mixture_steps
       base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
-    not_for = variants_lib.NOT_FOR.get(dataset, set())
     jobs.extend(sweep.Job(dataset, variants_lib.VARIANTS["baseline"], seed, base)
                 for seed in seed_list)
     for name in names:
       if name == "baseline":
         continue
-      if set(name.split("+")) & not_for:
+      if variants_lib.inapplicable(name, dataset):
         logging.warning("Skipping %s on %s: it does not apply there.", name, dataset)
         continue
       v = variants_lib.variant(name, dataset, steps)

@@ -185,6 +185,12 @@ SOURCES = {
 NOT_FOR = {"digits": {"g_batch_norm", "relu_d", "pacgan2_paper", "pacgan4_paper"}}
 
 
+def inapplicable(name: str, dataset: str) -> list:
+  """The parts of `name` (a variant or a `+` combination) that `NOT_FOR` rules out on
+  `dataset`."""
+  return [p for p in name.split("+") if p in NOT_FOR.get(dataset, ())]
+
+
 def variant(name: str, dataset: str, steps: int) -> Variant:
   """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps:
   instance noise and the learning rates of `lr_decay` decay to 0 over the run, and top-k's k
@@ -193,7 +199,7 @@ def variant(name: str, dataset: str, steps: int) -> Variant:
   unknown = [p for p in parts if p not in VARIANTS]
   if unknown:
     raise ValueError(f"Unknown variants {unknown}; known: {sorted(VARIANTS)}.")
-  bad = [p for p in parts if p in NOT_FOR.get(dataset, ())]
+  bad = inapplicable(name, dataset)
   if bad:
     raise ValueError(f"Variants {bad} do not apply to {dataset!r}.")
   out = VARIANTS[parts[0]]
