@@ -16,6 +16,11 @@ Networks and training length are gax's and this command's, not the papers'.
 Each method is a variant name of `benchmarks/variants.py` or a `+` combination. Runs live in
 `<workdir>/<dataset>/<method>/seed_<s>/` and resume; `<workdir>/mode_coverage.md` and
 `.jsonl` are rewritten after every run.
+
+`--drs` also scores every run's final generator through discriminator rejection sampling
+(`gax.rejection`, Azadi et al. 2019): 2500 samples that the run's final D accepts, a row
+"<method> + DRS" beside the method's own (the same trained runs, sampled differently), kept
+per run in `eval_drs_<setting>.jsonl` so that a rerun reads it back.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
-from gax import sweep, trainer  # pylint: disable=g-import-not-at-top
+from experiments import evaluate as evaluate_script  # pylint: disable=g-import-not-at-top
+from gax import evaluation, sweep, trainer  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -84,6 +90,36 @@ def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps
   return jobs
 
 
+def drs_label(gamma: float = 0.0, percentile: float = 0.0) -> str:
+  """The row suffix and file tag of a DRS setting: "DRS" (exact), "DRS p80", "DRS g1.5"."""
+  if percentile and gamma:
+    raise ValueError("Give --drs_gamma or --drs_percentile, not both.")
+  return "DRS" + (f" p{percentile:g}" if percentile else f" g{gamma:g}" if gamma else "")
+
+
+def drs_record(record: Dict, workdir: str, gamma: float = 0.0,
+               percentile: float = 0.0) -> Dict:
+  """`record` (a finished run in `workdir`) with its final checkpoint scored by
+  discriminator rejection sampling instead: variant "<variant> + DRS...", `final` the DRS
+  samples' metrics (and `acceptance`). Read back from the run's `eval_drs_<tag>.jsonl` when
+  that step was scored before with the same setting."""
+  label = drs_label(gamma, percentile)
+  path = os.path.join(workdir, f"eval_{label.lower().replace(' ', '_')}.jsonl")
+  done = [r for r in evaluation.read_jsonl(path) if r.get("step") == record["steps"]]
+  if not done:
+    done = evaluate_script.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
+                                        drs_gamma=gamma, drs_percentile=percentile)
+    if done[-1]["step"] != record["steps"]:
+      raise RuntimeError(f"{workdir}: the newest checkpoint is step {done[-1]['step']}, not "
+                         f"the run's last step {record['steps']}.")
+  p = evaluation.DRS_PREFIX
+  final = {"step": done[-1]["step"],
+           **{k[len(p):]: v for k, v in done[-1].items() if k.startswith(p)}}
+  if "counts" in final:
+    final["modes_any"] = int(sum(c >= 1 for c in final["counts"]))
+  return {**record, "variant": f"{record['variant']} + {label}", "final": final}
+
+
 def published_table(dataset: str) -> str:
   lines = ["| method | source | modes | % HQ | reverse KL |", "| --- | --- | --- | --- | --- |"]
   for method, source, modes, hq, kl in PUBLISHED[dataset]:
@@ -108,6 +144,13 @@ def report(records: Sequence[Dict], datasets: Sequence[str]) -> str:
       seeds.append(f"| {row.variant} | {', '.join(f'{v:g}' for v in row.all_seeds['modes_any'])}"
                    f" | {', '.join(f'{100 * v:.1f}' for v in row.all_seeds['hq_fraction'])} |")
     parts.append("\n".join(seeds) + "\n")
+    kept: Dict[str, List[str]] = {}
+    for r in sorted(rs, key=lambda r: r["seed"]):
+      if "acceptance" in r["final"]:
+        kept.setdefault(r["variant"], []).append(f"{r['final']['acceptance']:.3f}")
+    if kept:
+      parts.append("DRS acceptance (fraction of G's samples kept) per seed: " + "; ".join(
+          f"{v}: {', '.join(a)}" for v, a in kept.items()) + "\n")
     parts.append("Published:\n\n" + published_table(dataset))
   return "\n".join(parts)
 
@@ -130,12 +173,21 @@ def main(argv):
     hidden = [int(h) for h in FLAGS.hidden]
     jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden,
                      FLAGS.arch, FLAGS.first_seed)
+    drs_label(FLAGS.drs_gamma, FLAGS.drs_percentile)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
-  records = sweep.run_many(
-      jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(FLAGS.workdir, rs, FLAGS.datasets))
-  print(write_outputs(FLAGS.workdir, records, FLAGS.datasets))
+
+  def with_drs(records):
+    if not FLAGS.drs:
+      return records
+    return records + [drs_record(r, job.workdir(FLAGS.workdir), FLAGS.drs_gamma,
+                                 FLAGS.drs_percentile)
+                      for job, r in zip(jobs, records) if r["status"] == "ok"]
+
+  records = sweep.run_many(jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(
+      FLAGS.workdir, with_drs(rs), FLAGS.datasets))
+  print(write_outputs(FLAGS.workdir, with_drs(records), FLAGS.datasets))
 
 
 def define_flags() -> None:
@@ -151,6 +203,12 @@ def define_flags() -> None:
   flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Networks and optimiser: gax's MLPs, "
                     "or those of the PacGAN code (benchmarks/variants.py: PACGAN_ARCH).")
   flags.DEFINE_string("workdir", "runs/mode_coverage", "Root of the runs and the result table.")
+  flags.DEFINE_bool("drs", False, "Also score each run's final generator through "
+                    "discriminator rejection sampling (gax.rejection): rows '<method> + DRS'.")
+  flags.DEFINE_float("drs_gamma", 0.0, "DRS's fixed shift of the acceptance logit (0: exact "
+                     "rejection sampling).")
+  flags.DEFINE_float("drs_percentile", 0.0, "When > 0, DRS's shift is this percentile of each "
+                     "batch's acceptance logits.", lower_bound=0.0, upper_bound=100.0)
 
 
 if __name__ == "__main__":

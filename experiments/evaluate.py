@@ -4,6 +4,7 @@ r"""Evaluates the checkpoints of a training run; appends to <workdir>/eval_offli
   python experiments/evaluate.py --workdir=runs/dcgan_digits --all_steps --num_samples=10000 \
       --metrics=fid,kid,is,pr
   python experiments/evaluate.py --workdir=runs/dcgan_digits --best
+  python experiments/evaluate.py --workdir=runs/ring --drs       # + rejection sampling
   python experiments/evaluate.py --workdir=runs/cifar --features=inception_v3 \
       --inception_path=fid_inception_v3.npz
 
@@ -48,6 +49,12 @@ _SEED = flags.DEFINE_integer("seed", None, "Seed of the generated samples (defau
                              "run's eval.seed).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per generator/feature call.",
                                    lower_bound=1)
+_DRS = flags.DEFINE_bool("drs", None, "Mixtures: also score samples kept by discriminator "
+                         "rejection sampling (gax.rejection; default: the run's eval.drs).")
+_DRS_GAMMA = flags.DEFINE_float("drs_gamma", None, "DRS's fixed shift of the acceptance logit "
+                                "(0: exact rejection sampling).")
+_DRS_PERCENTILE = flags.DEFINE_float("drs_percentile", None, "When > 0, DRS's shift is this "
+                                     "percentile of each batch's acceptance logits.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -110,7 +117,9 @@ def evaluate_run(workdir: str, step=None, all_steps: bool = False, best: bool = 
 def format_table(records) -> str:
   """The records as a plain-text table: one row per checkpoint, one column per metric."""
   keys = [k for k in ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
-                      "modes_covered", "modes", "hq_fraction", "reverse_kl")
+                      "modes_covered", "modes", "hq_fraction", "reverse_kl",
+                      "drs_modes_covered", "drs_hq_fraction", "drs_reverse_kl",
+                      "drs_acceptance")
           if any(k in r for r in records)]
   header = ["step", "checkpoint", *keys, "num_samples",
             *(["features"] if any("features" in r for r in records) else [])]
@@ -138,7 +147,8 @@ def main(argv):
         num_samples=_NUM_SAMPLES.value, metrics=_METRICS.value, features=_FEATURES.value,
         inception_path=_INCEPTION_PATH.value, classifier_path=_CLASSIFIER_PATH.value,
         classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
-        batch_size=_BATCH_SIZE.value)
+        batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
+        drs_percentile=_DRS_PERCENTILE.value)
   except (EvaluationError, FileNotFoundError, ValueError, KeyError, CheckpointError) as e:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     print(f"evaluate.py: error: {msg}", file=sys.stderr)

@@ -61,7 +61,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from gax import checks
+from gax import checks, rejection
 from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource
 from gax.metrics import classifier as classifier_lib
@@ -92,6 +92,9 @@ IS_SPLITS = 10  # as in Salimans et al.'s code
 FEATURES = ("classifier", "inception_v3")
 IMAGE_METRICS = ("fid", "kid", "is", "pr")  # eval.metrics; "pr" = precision and recall
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
+DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sampling
+DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
+DRS_MAX_DRAWS = 2_000_000  # per evaluation: an acceptance below 1/800 is an error
 STACKED_RESULTS = ("modes_covered", "reverse_kl")  # of the 1000 stacked-digits modes
 
 # Which way is better, for every metric `eval.best_metric` can name.
@@ -104,6 +107,8 @@ METRIC_DIRECTIONS = {
     "modes_covered": "max",
     "hq_fraction": "max",
     "reverse_kl": "min",
+    **{DRS_PREFIX + m: d for m, d in (("modes_covered", "max"), ("hq_fraction", "max"),
+                                      ("reverse_kl", "min"))},
 }
 BEST_AUTO, BEST_NONE = "auto", "none"
 
@@ -137,6 +142,12 @@ class EvalSettings:
       no best checkpoint.
     seed: seeds the generated samples (and KID's subsets).
     batch_size: generated images per generator call and feature-network call.
+    drs: mixtures only: also score 2500 samples filtered by discriminator rejection sampling
+      (`gax.rejection`, Azadi et al. 2019), as the `drs_*` results.
+    drs_gamma: DRS's fixed shift gamma of the acceptance logit (0: exact rejection sampling).
+    drs_percentile: when > 0, gamma is this percentile of each batch's acceptance logits
+      instead (the DRS paper's practice).
+    drs_burn_in: samples drawn to estimate D's largest logit before DRS keeps any.
   """
 
   every: int = 0
@@ -149,6 +160,10 @@ class EvalSettings:
   best_metric: str = BEST_AUTO
   seed: int = 0
   batch_size: int = 100
+  drs: bool = False
+  drs_gamma: float = 0.0
+  drs_percentile: float = 0.0
+  drs_burn_in: int = 10000
 
   @classmethod
   def from_config(cls, section: Any = None, **overrides: Any) -> "EvalSettings":
@@ -165,7 +180,7 @@ class EvalSettings:
       raise KeyError(f"Unknown eval config keys: {', '.join(hints)}; known: {sorted(known)}.")
     # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
     for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
-                         ("classifier_steps", 1), ("batch_size", 1)):
+                         ("classifier_steps", 1), ("batch_size", 1), ("drs_burn_in", 1)):
       if key in given:
         given[key] = checks.integer(given[key], f"config.eval.{key}", minimum)
     if "metrics" in given:
@@ -176,6 +191,16 @@ class EvalSettings:
     if s.best_metric not in (BEST_AUTO, BEST_NONE, *METRIC_DIRECTIONS):
       raise ValueError(f"config.eval.best_metric={s.best_metric!r}; choose {BEST_AUTO!r}, "
                        f"{BEST_NONE!r} or one of {sorted(METRIC_DIRECTIONS)}.")
+    if not isinstance(s.drs, bool):
+      raise ValueError(f"config.eval.drs must be True or False, got {s.drs!r}.")
+    if not (isinstance(s.drs_gamma, (int, float)) and math.isfinite(s.drs_gamma)):
+      raise ValueError(f"config.eval.drs_gamma must be a finite number, got {s.drs_gamma!r}.")
+    if not (isinstance(s.drs_percentile, (int, float)) and 0 <= s.drs_percentile <= 100):
+      raise ValueError("config.eval.drs_percentile must be in [0, 100] (0: use drs_gamma), "
+                       f"got {s.drs_percentile!r}.")
+    if s.drs_percentile and s.drs_gamma:
+      raise ValueError(f"config.eval.drs_gamma={s.drs_gamma} and drs_percentile="
+                       f"{s.drs_percentile}: set one of them.")
     for key in ("inception_path", "classifier_path"):
       if not isinstance(getattr(s, key), str):
         raise ValueError(f"config.eval.{key} must be a path string, got {getattr(s, key)!r}.")
@@ -307,8 +332,18 @@ class Evaluator:
     section = config.get("eval") if hasattr(config, "get") else None
     settings = EvalSettings.from_config(section, **overrides)
     if isinstance(source, MixtureSource):
-      resolve_best_metric(settings, MIXTURE_RESULTS, "mixture")  # checked before any work
+      if settings.drs:
+        loss = config.get("loss") if hasattr(config, "get") else None
+        if loss not in rejection.DRS_LOSSES:
+          raise ValueError(f"config.eval.drs needs a discriminator whose logit estimates log "
+                           f"p_data / p_g, trained by the losses {rejection.DRS_LOSSES}; this "
+                           f"run's loss is {loss!r}.")
+      resolve_best_metric(settings, MIXTURE_RESULTS + (DRS_RESULTS if settings.drs else ()),
+                          "mixture")  # checked before any work
       return ModeCoverageEvaluator(settings, source)
+    if settings.drs:
+      raise ValueError("config.eval.drs scores the 2D mixtures only; for other data draw DRS "
+                       "samples with gax.rejection.rejection_sample.")
     name = _dataset_name(config, tfds=False)
     resolve_best_metric(settings, image_results(settings.metrics, name == "stacked_digits"),
                         "images")
@@ -355,22 +390,47 @@ class ModeCoverageEvaluator(Evaluator):
   """Mode coverage of 2500 samples of a 2D Gaussian mixture (VEEGAN / PacGAN)."""
 
   kind = "mixture"
-  metrics = MIXTURE_RESULTS
 
   def __init__(self, settings: EvalSettings, source: MixtureSource):
     self.settings = settings
     self.centers = np.asarray(source.centers)
     self.std = float(source.std)
 
+  @property
+  def metrics(self) -> Tuple[str, ...]:
+    return MIXTURE_RESULTS + (DRS_RESULTS if self.settings.drs else ())
+
   def evaluate(self, gan: GAN, state: Any) -> Dict[str, Any]:
-    pts = np.concatenate(list(generate_samples(
-        gan, state, jax.random.PRNGKey(self.settings.seed), MIXTURE_SAMPLES,
-        max(self.settings.batch_size, 500))))
-    return {**mode_coverage(pts, self.centers, self.std), "num_samples": MIXTURE_SAMPLES}
+    s = self.settings
+    key = jax.random.PRNGKey(s.seed)
+    pts = np.concatenate(list(generate_samples(gan, state, key, MIXTURE_SAMPLES,
+                                               max(s.batch_size, 500))))
+    result = {**mode_coverage(pts, self.centers, self.std), "num_samples": MIXTURE_SAMPLES}
+    if s.drs:
+      try:
+        drs = rejection.rejection_sample(
+            gan, state, jax.random.fold_in(key, 1), MIXTURE_SAMPLES,
+            batch_size=max(s.batch_size, 1000), burn_in=s.drs_burn_in, gamma=s.drs_gamma,
+            percentile=s.drs_percentile or None, max_draws=DRS_MAX_DRAWS)
+      except RuntimeError as e:  # too few accepted: recorded, and training goes on
+        logging.warning("Discriminator rejection sampling failed: %s", e)
+        result.update({k: float("nan") for k in DRS_RESULTS})
+        result[DRS_PREFIX + "error"] = str(e)
+        return result
+      result.update({DRS_PREFIX + k: v for k, v in
+                     mode_coverage(drs.samples, self.centers, self.std).items() if k != "modes"})
+      result[DRS_PREFIX + "acceptance"] = drs.acceptance
+    return result
 
   def describe(self, result: Mapping[str, Any]) -> str:
-    return (f"modes covered {result['modes_covered']}/{result['modes']}, high-quality "
+    text = (f"modes covered {result['modes_covered']}/{result['modes']}, high-quality "
             f"{100 * result['hq_fraction']:.1f}%, reverse KL {result['reverse_kl']:.3f}")
+    if DRS_PREFIX + "hq_fraction" in result:
+      text += (f"; DRS (acceptance {result['drs_acceptance']:.3f}): modes covered "
+               f"{result['drs_modes_covered']}, high-quality "
+               f"{100 * result['drs_hq_fraction']:.1f}%, reverse KL "
+               f"{result['drs_reverse_kl']:.3f}")
+    return text
 
 
 class ImageEvaluator(Evaluator):

@@ -376,6 +376,19 @@ def _transform_d_params(gan: GAN, tricks: Dict[str, Any], params: Any, update: b
   return params, tricks
 
 
+def discriminator_logits(gan: GAN, state: GANState, x: Array,
+                         labels: Optional[Array] = None) -> Array:
+  """D's adversarial logits for `x [B, *data_shape]` in eval mode, with the params D scores
+  with in its own step (every hook's `d_params`, e.g. spectral normalisation, applied
+  without updating its state): `[B]`, or `[B / degree]` for a packed D. A "concat" D needs
+  the examples' `labels`."""
+  _check_labels(gan, labels, x.shape[0], "discriminator_logits")
+  params, _ = _transform_d_params(gan, state.tricks, state.d.params, update=False)
+  out, _ = apply_model(gan.discriminator, params, state.d.model_state, to_model_input(x),
+                       False, labels=_d_labels(gan, labels))
+  return _d_out(gan, out)[0]
+
+
 def d_features(gan: GAN, params: Any, model_state: Any, x: Array,
                labels: Optional[Array] = None) -> Array:
   """D's last hidden activation `[B, F]` (sown as `intermediates/features`), in train mode;

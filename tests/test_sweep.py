@@ -248,6 +248,27 @@ def test_mode_coverage_report_puts_published_numbers_beside_the_measured(tiny_ru
   assert len(mode_coverage.make_jobs(["ring"], ["g_batch_norm"], 1, 10, (8,))) == 1
 
 
+def test_mode_coverage_drs_rows_score_the_same_runs_and_are_read_back(tiny_run, monkeypatch):
+  workdir, record = tiny_run
+  drs = mode_coverage.drs_record(record, workdir, percentile=50.0)
+  [saved] = [json.loads(l) for l in open(os.path.join(workdir, "eval_drs_p50.jsonl"))]
+  assert drs["variant"] == "baseline + DRS p50" and drs["seed"] == record["seed"]
+  assert saved["step"] == record["steps"] == drs["final"]["step"]
+  assert drs["final"]["hq_fraction"] == saved["drs_hq_fraction"]
+  assert drs["final"]["modes_any"] == sum(c >= 1 for c in saved["drs_counts"])
+  assert 0 < drs["final"]["acceptance"] <= 1
+  # The unfiltered record is untouched, and a second call reads the file back.
+  assert record["variant"] == "baseline" and "acceptance" not in record["final"]
+  monkeypatch.setattr(mode_coverage.evaluate_script, "evaluate_run",
+                      lambda *a, **k: pytest.fail("scored again"))
+  assert mode_coverage.drs_record(record, workdir, percentile=50.0) == drs
+  text = mode_coverage.report([record, drs], ["ring"])
+  assert "| baseline + DRS p50 | " in text and "DRS acceptance" in text
+  assert mode_coverage.drs_label() == "DRS" and mode_coverage.drs_label(1.5) == "DRS g1.5"
+  with pytest.raises(ValueError, match="not both"):
+    mode_coverage.drs_label(1.0, 80.0)
+
+
 def test_first_seed_splits_a_sweep_into_disjoint_seed_ranges():
   whole = mode_coverage.make_jobs(["ring"], ["baseline"], 3, 10, (8,))
   parts = (mode_coverage.make_jobs(["ring"], ["baseline"], 2, 10, (8,)) +

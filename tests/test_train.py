@@ -201,3 +201,37 @@ def test_shipped_configs_build(name):
     assert gan.num_classes == source.num_classes
     batch = batch["x"]
   assert batch.shape == (config.n_critic, config.data.batch_size, *source.element_shape)
+
+
+def test_evaluating_a_ring_run_with_discriminator_rejection_sampling(straight_run):
+  from experiments import evaluate as evaluate_script  # pylint: disable=g-import-not-at-top
+  from gax import builders, evaluation, rejection  # pylint: disable=g-import-not-at-top
+  from gax.metrics import mode_coverage  # pylint: disable=g-import-not-at-top
+  workdir, state = straight_run
+  [rec] = evaluate_script.evaluate_run(workdir, drs=True, drs_percentile=80.0,
+                                       out_file="eval_drs.jsonl")
+  # The same draws, made independently of the evaluator, score the same.
+  _, gan, _ = trainer.load_run(workdir)
+  key = jax.random.fold_in(jax.random.PRNGKey(0), 1)
+  drs = rejection.rejection_sample(gan, state, key, 2500, burn_in=10000, percentile=80.0)
+  source = builders.build_data(trainer.load_config(workdir))
+  want = mode_coverage(drs.samples, source.centers, source.std)
+  assert rec["drs_counts"] == want["counts"]
+  assert rec["drs_hq_fraction"] == pytest.approx(want["hq_fraction"])
+  assert rec["drs_acceptance"] == pytest.approx(drs.acceptance)
+  assert 0.0 < rec["drs_acceptance"] < 1.0
+  # Without DRS the record is the trainer's own.
+  with open(os.path.join(workdir, "eval.jsonl")) as f:
+    last = json.loads(f.readlines()[-1])
+  assert rec["hq_fraction"] == last["hq_fraction"] and rec["counts"] == last["counts"]
+  # DRS needs a log-ratio discriminator, and gamma and the percentile exclude each other.
+  c = ring_config()
+  c.loss = "hinge"
+  c.eval.drs = True
+  with pytest.raises(ValueError, match="log p_data / p_g"):
+    evaluation.Evaluator.from_config(c, source, workdir)
+  with pytest.raises(ValueError, match="set one of them"):
+    evaluation.EvalSettings.from_config({"drs": True, "drs_gamma": 1.0, "drs_percentile": 5})
+  with pytest.raises(ValueError, match="not computed"):
+    evaluation.Evaluator.from_config(ring_config(), source, workdir,
+                                     best_metric="drs_hq_fraction")

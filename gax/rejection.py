@@ -1,0 +1,175 @@
+"""Discriminator rejection sampling (DRS; Azadi et al. 2019, "Discriminator Rejection
+Sampling", ICLR): the trained D corrects G's samples after training.
+
+D trained with the sigmoid cross-entropy of the minimax and non-saturating GANs is optimal at
+D(x) = p_data(x) / (p_data(x) + p_g(x)) (Goodfellow et al. 2014, Prop. 1), so its logit is the
+log density ratio, logit(x) = log p_data(x) / p_g(x). Drawing x ~ p_g and keeping it with
+probability exp(logit(x) - M), M >= max logit, is then rejection sampling of p_data. DRS
+estimates M as the largest logit of a burn-in draw, raises it whenever a later logit is
+larger, and writes the acceptance probability as `sigmoid(F(x))` with
+
+    F(x) = logit(x) - M - log(1 - exp(logit(x) - M - eps)) - gamma
+
+(the paper's Algorithm 1). For eps = gamma = 0 this is exactly exp(logit(x) - M), because
+sigmoid(a - log(1 - e^a)) = e^a. A small eps keeps F finite at the maximum; gamma > 0 rejects
+more and trades diversity for quality. The paper sets gamma per batch to a percentile of the
+batch's F values (`percentile` here); the default gamma = 0 is plain rejection sampling.
+
+Packed discriminators (PacGAN, `gax.models.packing`): a pack of m samples has density
+prod_i p(x_i) under both the data and G, so the optimal packed D's logit is
+sum_i log p_data(x_i) / p_g(x_i). Accepting a whole pack with exp(logit(pack) - M) therefore
+gives packs of m independent p_data samples: `rejection_sample` draws packs, scores each with
+D, and keeps every sample of an accepted pack.
+
+DRS only corrects G as far as D's logit is the log ratio: D must be trained by the sigmoid
+cross-entropy (losses "minimax" and "non_saturating"; `DRS_LOSSES`), and label smoothing or
+noisy labels move its optimum. It cannot bring back a mode G never samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gax import checks
+from gax.models.packing import Packed
+from gax.steps import GAN, discriminator_logits, generate, sampling_player
+from gax.state import GANState
+
+# The losses whose optimal discriminator logit is log p_data / p_g.
+DRS_LOSSES = ("minimax", "non_saturating")
+DEFAULT_EPS = 1e-6
+
+
+def acceptance_logit(logits: jax.Array, max_logit: jax.Array, gamma: jax.Array = 0.0,
+                     eps: float = DEFAULT_EPS) -> jax.Array:
+  """F(x) of DRS for D's `logits`, all <= `max_logit`: the acceptance probability is
+  `sigmoid(F)`, which is `exp(logits - max_logit)` for `eps = gamma = 0`."""
+  delta = jnp.asarray(logits, jnp.float32) - max_logit
+  return delta - jnp.log1p(-jnp.exp(delta - eps)) - gamma
+
+
+def packing_degree(gan: GAN) -> int:
+  """How many samples D scores at once (PacGAN's packing degree; 1 for an unpacked D)."""
+  return int(gan.discriminator.degree) if isinstance(gan.discriminator, Packed) else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectionResult:
+  """What `rejection_sample` returns.
+
+  Attributes:
+    samples: `[num, *data_shape]` float32 accepted samples, in the order they were drawn.
+    drawn: samples drawn from G after the burn-in (burn-in draws are not reused).
+    acceptance: fraction of the packs drawn after the burn-in that were accepted.
+    max_logit: the final estimate of M.
+  """
+
+  samples: np.ndarray
+  drawn: int
+  acceptance: float
+  max_logit: float
+
+
+_DRAWS = {}
+
+
+def _draw_fn(gan: GAN, batch_size: int):
+  """jit `(state, key, start) -> (x [batch_size, ...], logits [batch_size / degree])`: G's
+  samples `start ... start + batch_size - 1` (latent `fold_in(key, i)`, as
+  `gax.evaluation.generate_samples`) and D's logits of them."""
+  cache_key = (id(gan), batch_size)
+  if cache_key in _DRAWS and _DRAWS[cache_key][0] is gan:
+    return _DRAWS[cache_key][1]
+
+  @jax.jit
+  def draw(state, key, start):
+    key_z, key_g = jax.random.split(key)
+    idx = start + jnp.arange(batch_size)
+    z = jax.vmap(lambda i: gan.latent(jax.random.fold_in(key_z, i), (gan.latent_dim,)))(idx)
+    x = generate(gan, sampling_player(state.g), z, key=jax.random.fold_in(key_g, start))
+    return x, discriminator_logits(gan, state, x)
+
+  if len(_DRAWS) > 16:
+    _DRAWS.clear()
+  _DRAWS[cache_key] = (gan, draw)
+  return draw
+
+
+def rejection_sample(gan: GAN, state: GANState, key: jax.Array, num: int, *,
+                     batch_size: int = 1000, burn_in: int = 10000, gamma: float = 0.0,
+                     percentile: Optional[float] = None, eps: float = DEFAULT_EPS,
+                     max_draws: int = 10_000_000) -> RejectionResult:
+  """`num` samples of G (eval mode, EMA weights when kept) filtered by D's rejection
+  sampling (see the module docstring).
+
+  Args:
+    gan, state: an unconditional GAN and its state.
+    key: the draws' randomness; the result is a function of it and the settings.
+    num: samples to return.
+    batch_size: samples drawn and scored per call (rounded up to a multiple of D's packing
+      degree).
+    burn_in: samples drawn first only to estimate M, the largest logit.
+    gamma: the fixed shift of F; exclusive with `percentile`.
+    percentile: when given, gamma is this percentile (0-100) of each batch's F values.
+    eps: F's epsilon.
+    max_draws: samples drawn after the burn-in before giving up.
+
+  Raises:
+    ValueError: a conditional GAN, or bad settings.
+    RuntimeError: fewer than `num` samples accepted within `max_draws` draws.
+  """
+  if gan.conditional:
+    raise ValueError("rejection_sample supports unconditional GANs only (this one has "
+                     f"conditioning={gan.conditioning!r}).")
+  num = checks.integer(num, "num", 1)
+  burn_in = checks.integer(burn_in, "burn_in", 1)
+  max_draws = checks.integer(max_draws, "max_draws", 1)
+  degree = packing_degree(gan)
+  batch_size = -(-checks.integer(batch_size, "batch_size", 1) // degree) * degree
+  if percentile is not None:
+    if gamma:
+      raise ValueError(f"Give gamma ({gamma}) or percentile ({percentile}), not both.")
+    if not 0.0 <= float(percentile) <= 100.0:
+      raise ValueError(f"percentile must be in [0, 100], got {percentile!r}.")
+  if not (math.isfinite(gamma) and eps >= 0.0):
+    raise ValueError(f"gamma must be finite and eps >= 0, got gamma={gamma!r}, eps={eps!r}.")
+  draw = _draw_fn(gan, batch_size)
+  key_g, key_u = jax.random.split(key)
+  start = 0
+  max_logit = -np.inf
+  while start < burn_in:
+    _, logits = draw(state, key_g, jnp.int32(start))
+    max_logit = max(max_logit, float(jnp.max(logits)))
+    start += batch_size
+  if not np.isfinite(max_logit):
+    raise RuntimeError(f"D's burn-in logits are not finite (max {max_logit}).")
+  kept, count, drawn, packs, accepted = [], 0, 0, 0, 0
+  while count < num:
+    if drawn >= max_draws:
+      raise RuntimeError(
+          f"Rejection sampling accepted {count} of {num} samples in {drawn} draws "
+          f"(acceptance {accepted / max(packs, 1):.2e}, max logit {max_logit:.3g}); raise "
+          "max_draws, or lower gamma / percentile.")
+    x, logits = draw(state, key_g, jnp.int32(start))
+    logits = np.asarray(logits, np.float64)
+    max_logit = max(max_logit, float(logits.max()))  # Algorithm 1: M follows the largest
+    f = np.asarray(acceptance_logit(logits, max_logit, 0.0, eps), np.float64)
+    shift = np.percentile(f, percentile) if percentile is not None else gamma
+    p = 1.0 / (1.0 + np.exp(-(f - shift)))
+    u = np.asarray(jax.random.uniform(jax.random.fold_in(key_u, start), p.shape))
+    accept = u < p
+    x = np.asarray(x, np.float32).reshape(len(p), degree, *x.shape[1:])[accept]
+    kept.append(x.reshape(-1, *x.shape[2:]))
+    count += len(kept[-1])
+    packs += len(p)
+    accepted += int(accept.sum())
+    drawn += batch_size
+    start += batch_size
+  return RejectionResult(samples=np.concatenate(kept)[:num], drawn=drawn,
+                         acceptance=accepted / packs, max_logit=max_logit)
