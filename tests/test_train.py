@@ -175,6 +175,15 @@ def test_sample_writes_2d_points(straight_run, tmp_path):
   r = _run("sample.py", f"--workdir={straight_run[0]}", "--num=7", f"--out={out}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert np.load(out).shape == (7, 2)
+  # --drs: the points gax.rejection keeps with the same key and settings.
+  from gax import rejection  # pylint: disable=g-import-not-at-top
+  r = _run("sample.py", f"--workdir={straight_run[0]}", "--num=50", f"--out={out}", "--drs",
+           "--drs_percentile=50", "--seed=3")
+  assert r.returncode == 0, r.stderr[-3000:]
+  _, gan, state = trainer.restore_run(straight_run[0])
+  want = rejection.rejection_sample(gan, state, jax.random.PRNGKey(3), 50, percentile=50.0)
+  np.testing.assert_array_equal(np.load(out), want.samples)
+  assert "DRS kept" in r.stderr
 
 
 def test_unknown_config_key_on_the_command_line_fails(tmp_path):
