@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
-from experiments import evaluate as evaluate_script  # pylint: disable=g-import-not-at-top
 from gax import evaluation, sweep, trainer  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -107,7 +106,7 @@ def drs_record(record: Dict, workdir: str, gamma: float = 0.0,
   path = os.path.join(workdir, f"eval_{label.lower().replace(' ', '_')}.jsonl")
   done = [r for r in evaluation.read_jsonl(path) if r.get("step") == record["steps"]]
   if not done:
-    done = evaluate_script.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
+    done = trainer.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
                                         drs_gamma=gamma, drs_percentile=percentile)
     if done[-1]["step"] != record["steps"]:
       raise RuntimeError(f"{workdir}: the newest checkpoint is step {done[-1]['step']}, not "

@@ -14,17 +14,14 @@ step. The run's classifier (`eval_classifier.npz`) and reference statistics are 
 made once and kept in the work directory. Prints a table of the results.
 """
 
-import datetime
-import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from gax import builders, evaluation, trainer  # pylint: disable=g-import-not-at-top
+from gax import evaluation, trainer  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.")
@@ -58,60 +55,8 @@ _DRS_PERCENTILE = flags.DEFINE_float("drs_percentile", None, "When > 0, DRS's sh
 flags.mark_flags_as_required(["workdir"])
 
 
-class EvaluationError(Exception):
-  """A problem with the arguments or the work directory, reported without a traceback."""
-
-
-def evaluate_run(workdir: str, step=None, all_steps: bool = False, best: bool = False,
-                 out_file: str = evaluation.OFFLINE_EVAL_FILE, **overrides):
-  """Evaluates checkpoints of the run in `workdir`; returns the records it appended to
-  `<workdir>/<out_file>`.
-
-  Args:
-    workdir: the run's work directory.
-    step: the checkpoint step (default: the newest); exclusive with `all_steps` and `best`.
-    all_steps: evaluate every kept checkpoint, oldest first.
-    best: evaluate the best checkpoint (`<workdir>/best/`).
-    out_file: the JSON-lines file the records are appended to.
-    **overrides: `gax.evaluation.EvalSettings` fields replacing the run's (None: keep).
-  """
-  if sum([step is not None, all_steps, best]) > 1:
-    raise EvaluationError("--step, --all_steps and --best exclude each other.")
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"No work directory {workdir!r}.")
-  config, gan, template = trainer.load_run(workdir)
-  if "eval" not in config:  # a run from before the eval section: its defaults
-    config.eval = builders.base_config().eval
-  if best:
-    if not os.path.isdir(trainer.checkpoint_dir(workdir, best=True)):
-      raise FileNotFoundError(f"{workdir} has no best checkpoint: it is written by evaluations "
-                              "during training with config.eval.best_metric other than 'none'.")
-    steps = [None]
-  else:
-    ckpt_dir = trainer.checkpoint_dir(workdir)
-    kept = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(
-        ckpt_dir) else []
-    if not kept:
-      raise FileNotFoundError(f"{workdir} has no checkpoint yet ({ckpt_dir} is empty).")
-    if step is not None and step not in kept:
-      raise FileNotFoundError(f"{workdir} has no checkpoint of step {step}; it has steps "
-                              f"{kept}.")
-    steps = kept if all_steps else [kept[-1] if step is None else step]
-  source = builders.build_data(config)
-  evaluator = evaluation.Evaluator.from_config(config, source, workdir, **overrides)
-  records = []
-  for s in steps:
-    state = trainer.restore_checkpoint(workdir, template, s, best=best)
-    t0 = time.time()
-    result = evaluator.evaluate(gan, state)
-    record = {"step": int(state.step), "checkpoint": "best" if best else "checkpoints",
-              **result, "time": datetime.datetime.now().isoformat(timespec="seconds")}
-    with open(os.path.join(workdir, out_file), "a") as f:
-      f.write(json.dumps(record) + "\n")
-    logging.info("step %d: %s (%.1fs)", record["step"], evaluator.describe(result),
-                 time.time() - t0)
-    records.append(record)
-  return records
+EvaluationError = trainer.EvaluationError
+evaluate_run = trainer.evaluate_run
 
 
 def format_table(records) -> str:

@@ -259,7 +259,7 @@ def test_mode_coverage_drs_rows_score_the_same_runs_and_are_read_back(tiny_run, 
   assert 0 < drs["final"]["acceptance"] <= 1
   # The unfiltered record is untouched, and a second call reads the file back.
   assert record["variant"] == "baseline" and "acceptance" not in record["final"]
-  monkeypatch.setattr(mode_coverage.evaluate_script, "evaluate_run",
+  monkeypatch.setattr(mode_coverage.trainer, "evaluate_run",
                       lambda *a, **k: pytest.fail("scored again"))
   assert mode_coverage.drs_record(record, workdir, percentile=50.0) == drs
   text = mode_coverage.report([record, drs], ["ring"])
