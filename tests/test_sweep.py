@@ -269,6 +269,21 @@ def test_mode_coverage_drs_rows_score_the_same_runs_and_are_read_back(tiny_run, 
     mode_coverage.drs_label(1.0, 80.0)
 
 
+def test_mode_coverage_command_with_drs_writes_both_rows(tmp_path):
+  cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "mode_coverage.py"),
+         "--datasets=ring", "--methods=baseline", "--seeds=1", "--steps=4", "--hidden=8",
+         "--drs", "--drs_percentile=50", f"--workdir={tmp_path}"]
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert r.returncode == 0, r.stderr[-3000:]
+  table = (tmp_path / "mode_coverage.md").read_text()
+  assert "| baseline | " in table and "| baseline + DRS p50 | " in table
+  assert (tmp_path / "ring" / "baseline" / "seed_0" / "eval_drs_p50.jsonl").exists()
+  bad = subprocess.run(cmd[:-2] + ["--drs_gamma=1", "--drs_percentile=50",
+                                   f"--workdir={tmp_path}"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert bad.returncode != 0 and "not both" in bad.stderr
+
+
 def test_first_seed_splits_a_sweep_into_disjoint_seed_ranges():
   whole = mode_coverage.make_jobs(["ring"], ["baseline"], 3, 10, (8,))
   parts = (mode_coverage.make_jobs(["ring"], ["baseline"], 2, 10, (8,)) +
