@@ -94,7 +94,6 @@ IMAGE_METRICS = ("fid", "kid", "is", "pr")  # eval.metrics; "pr" = precision and
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
 DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sampling
 DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
-DRS_MAX_DRAWS = 2_000_000  # per evaluation: an acceptance below 1/800 is an error
 STACKED_RESULTS = ("modes_covered", "reverse_kl")  # of the 1000 stacked-digits modes
 
 # Which way is better, for every metric `eval.best_metric` can name.
@@ -148,6 +147,9 @@ class EvalSettings:
     drs_percentile: when > 0, gamma is this percentile of each batch's acceptance logits
       instead (the DRS paper's practice).
     drs_burn_in: samples drawn to estimate D's largest logit before DRS keeps any.
+    drs_max_draws: samples DRS may draw after the burn-in; fewer than 2500 accepted by then
+      (an acceptance below 2500 / drs_max_draws) is logged and recorded as `drs_error`, with
+      NaN `drs_*` results.
   """
 
   every: int = 0
@@ -164,6 +166,7 @@ class EvalSettings:
   drs_gamma: float = 0.0
   drs_percentile: float = 0.0
   drs_burn_in: int = 10000
+  drs_max_draws: int = 2_000_000
 
   @classmethod
   def from_config(cls, section: Any = None, **overrides: Any) -> "EvalSettings":
@@ -180,7 +183,8 @@ class EvalSettings:
       raise KeyError(f"Unknown eval config keys: {', '.join(hints)}; known: {sorted(known)}.")
     # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
     for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
-                         ("classifier_steps", 1), ("batch_size", 1), ("drs_burn_in", 1)):
+                         ("classifier_steps", 1), ("batch_size", 1), ("drs_burn_in", 1),
+                         ("drs_max_draws", MIXTURE_SAMPLES)):
       if key in given:
         given[key] = checks.integer(given[key], f"config.eval.{key}", minimum)
     if "metrics" in given:
@@ -411,7 +415,7 @@ class ModeCoverageEvaluator(Evaluator):
         drs = rejection.rejection_sample(
             gan, state, jax.random.fold_in(key, 1), MIXTURE_SAMPLES,
             batch_size=max(s.batch_size, 1000), burn_in=s.drs_burn_in, gamma=s.drs_gamma,
-            percentile=s.drs_percentile or None, max_draws=DRS_MAX_DRAWS)
+            percentile=s.drs_percentile or None, max_draws=s.drs_max_draws)
       except RuntimeError as e:  # too few accepted: recorded, and training goes on
         logging.warning("Discriminator rejection sampling failed: %s", e)
         result.update({k: float("nan") for k in DRS_RESULTS})

@@ -233,6 +233,12 @@ def test_evaluating_a_ring_run_with_discriminator_rejection_sampling(straight_ru
   with open(os.path.join(workdir, "eval.jsonl")) as f:
     last = json.loads(f.readlines()[-1])
   assert rec["hq_fraction"] == last["hq_fraction"] and rec["counts"] == last["counts"]
+  # Too few samples accepted: the evaluation records the error instead of stopping a run.
+  failed = evaluation.Evaluator.from_config(
+      trainer.load_config(workdir), source, workdir, drs=True, drs_gamma=60.0,
+      drs_max_draws=3000, drs_burn_in=100).evaluate(gan, state)
+  assert "accepted 0 of 2500" in failed["drs_error"] and np.isnan(failed["drs_hq_fraction"])
+  assert failed["hq_fraction"] == last["hq_fraction"]
   # DRS needs a log-ratio discriminator, and gamma and the percentile exclude each other.
   c = ring_config()
   c.loss = "hinge"
