@@ -46,7 +46,7 @@ DRS_LOSSES = ("minimax", "non_saturating")
 DEFAULT_EPS = 1e-6
 
 
-def acceptance_logit(logits: jax.Array, max_logit: jax.Array, gamma: jax.Array = 0.0,
+def acceptance_logit(logits: jax.Array, max_logit: float, gamma: float = 0.0,
                      eps: float = DEFAULT_EPS) -> jax.Array:
   """F(x) of DRS for D's `logits`, all <= `max_logit`: the acceptance probability is
   `sigmoid(F)`, which is `exp(logits - max_logit)` for `eps = gamma = 0`."""
