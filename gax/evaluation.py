@@ -429,7 +429,9 @@ class ModeCoverageEvaluator(Evaluator):
   def describe(self, result: Mapping[str, Any]) -> str:
     text = (f"modes covered {result['modes_covered']}/{result['modes']}, high-quality "
             f"{100 * result['hq_fraction']:.1f}%, reverse KL {result['reverse_kl']:.3f}")
-    if DRS_PREFIX + "hq_fraction" in result:
+    if DRS_PREFIX + "error" in result:
+      text += "; DRS failed: " + result[DRS_PREFIX + "error"]
+    elif DRS_PREFIX + "acceptance" in result:
       text += (f"; DRS (acceptance {result['drs_acceptance']:.3f}): modes covered "
                f"{result['drs_modes_covered']}, high-quality "
                f"{100 * result['drs_hq_fraction']:.1f}%, reverse KL "

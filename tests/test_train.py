@@ -234,10 +234,13 @@ def test_evaluating_a_ring_run_with_discriminator_rejection_sampling(straight_ru
     last = json.loads(f.readlines()[-1])
   assert rec["hq_fraction"] == last["hq_fraction"] and rec["counts"] == last["counts"]
   # Too few samples accepted: the evaluation records the error instead of stopping a run.
-  failed = evaluation.Evaluator.from_config(
+  evaluator = evaluation.Evaluator.from_config(
       trainer.load_config(workdir), source, workdir, drs=True, drs_gamma=60.0,
-      drs_max_draws=3000, drs_burn_in=100).evaluate(gan, state)
+      drs_max_draws=3000, drs_burn_in=100)
+  failed = evaluator.evaluate(gan, state)
   assert "accepted 0 of 2500" in failed["drs_error"] and np.isnan(failed["drs_hq_fraction"])
+  assert "DRS failed: Rejection sampling accepted 0" in evaluator.describe(failed)
+  assert "DRS (acceptance" in evaluator.describe(rec)
   assert failed["hq_fraction"] == last["hq_fraction"]
   # DRS needs a log-ratio discriminator, and gamma and the percentile exclude each other.
   c = ring_config()
