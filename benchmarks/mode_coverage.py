@@ -107,7 +107,7 @@ def drs_record(record: Dict, workdir: str, gamma: float = 0.0,
   done = [r for r in evaluation.read_jsonl(path) if r.get("step") == record["steps"]]
   if not done:
     done = trainer.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
-                                        drs_gamma=gamma, drs_percentile=percentile)
+                                drs_gamma=gamma, drs_percentile=percentile)
     if done[-1]["step"] != record["steps"]:
       raise RuntimeError(f"{workdir}: the newest checkpoint is step {done[-1]['step']}, not "
                          f"the run's last step {record['steps']}.")

@@ -51,11 +51,8 @@ def main(argv):
   if _DRS.value:
     if _LABEL.value is not None:
       raise app.UsageError("--drs samples unconditional runs; --label does not apply.")
-    if config.loss not in rejection.DRS_LOSSES:
-      raise app.UsageError(f"--drs needs a D trained with the losses {rejection.DRS_LOSSES}, "
-                           f"whose logit estimates log p_data / p_g; this run used "
-                           f"{config.loss!r}.")
     try:
+      rejection.check_loss(config.loss)
       res = rejection.rejection_sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value,
                                        gamma=_DRS_GAMMA.value, percentile=_DRS_PERCENTILE.value)
     except ValueError as e:

@@ -72,7 +72,7 @@ from gax.metrics.inception_score import inception_score_from_logits
 from gax.metrics.kid import kid_from_features
 from gax.metrics.mode_coverage import mode_coverage
 from gax.metrics.precision_recall import precision_recall_from_features
-from gax.steps import GAN, generate, sampling_player
+from gax.steps import GAN, generate_indexed
 
 EVAL_FILE = "eval.jsonl"
 OFFLINE_EVAL_FILE = "eval_offline.jsonl"
@@ -255,11 +255,7 @@ def _generator_fn(gan: GAN, batch_size: int, quantize: bool):
 
   @jax.jit
   def gen(g, key, start):
-    key_z, key_g = jax.random.split(key)
-    idx = start + jnp.arange(batch_size)
-    z = jax.vmap(lambda i: gan.latent(jax.random.fold_in(key_z, i), (gan.latent_dim,)))(idx)
-    y = (idx % gan.num_classes).astype(jnp.int32) if gan.conditional else None
-    x = generate(gan, sampling_player(g), z, y, key=jax.random.fold_in(key_g, start))
+    x = generate_indexed(gan, g, key, start, batch_size)
     if quantize:  # as a PNG stores it: [-1, 1] -> uint8
       x = jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
     return x
@@ -337,11 +333,8 @@ class Evaluator:
     settings = EvalSettings.from_config(section, **overrides)
     if isinstance(source, MixtureSource):
       if settings.drs:
-        loss = config.get("loss") if hasattr(config, "get") else None
-        if loss not in rejection.DRS_LOSSES:
-          raise ValueError(f"config.eval.drs needs a discriminator whose logit estimates log "
-                           f"p_data / p_g, trained by the losses {rejection.DRS_LOSSES}; this "
-                           f"run's loss is {loss!r}.")
+        rejection.check_loss(config.get("loss") if hasattr(config, "get") else None,
+                             "config.eval.drs")
       resolve_best_metric(settings, MIXTURE_RESULTS + (DRS_RESULTS if settings.drs else ()),
                           "mixture")  # checked before any work
       return ModeCoverageEvaluator(settings, source)

@@ -38,12 +38,19 @@ import numpy as np
 
 from gax import checks
 from gax.models.packing import Packed
-from gax.steps import GAN, discriminator_logits, generate, sampling_player
+from gax.steps import GAN, discriminator_logits, generate_indexed
 from gax.state import GANState
 
 # The losses whose optimal discriminator logit is log p_data / p_g.
 DRS_LOSSES = ("minimax", "non_saturating")
 DEFAULT_EPS = 1e-6
+
+
+def check_loss(loss: str, what: str = "Discriminator rejection sampling") -> None:
+  """ValueError unless `loss` (a `gax.losses.LOSSES` name) is one of `DRS_LOSSES`."""
+  if loss not in DRS_LOSSES:
+    raise ValueError(f"{what} needs a discriminator whose logit estimates log p_data / p_g, "
+                     f"trained by the losses {DRS_LOSSES}; this run's loss is {loss!r}.")
 
 
 def acceptance_logit(logits: jax.Array, max_logit: float, gamma: float = 0.0,
@@ -81,18 +88,15 @@ _DRAWS = {}
 
 def _draw_fn(gan: GAN, batch_size: int):
   """jit `(state, key, start) -> (x [batch_size, ...], logits [batch_size / degree])`: G's
-  samples `start ... start + batch_size - 1` (latent `fold_in(key, i)`, as
-  `gax.evaluation.generate_samples`) and D's logits of them."""
+  samples `start ... start + batch_size - 1` (`gax.steps.generate_indexed`, as
+  `gax.evaluation.generate_samples` draws them) and D's logits of them."""
   cache_key = (id(gan), batch_size)
   if cache_key in _DRAWS and _DRAWS[cache_key][0] is gan:
     return _DRAWS[cache_key][1]
 
   @jax.jit
   def draw(state, key, start):
-    key_z, key_g = jax.random.split(key)
-    idx = start + jnp.arange(batch_size)
-    z = jax.vmap(lambda i: gan.latent(jax.random.fold_in(key_z, i), (gan.latent_dim,)))(idx)
-    x = generate(gan, sampling_player(state.g), z, key=jax.random.fold_in(key_g, start))
+    x = generate_indexed(gan, state.g, key, start, batch_size)
     return x, discriminator_logits(gan, state, x)
 
   if len(_DRAWS) > 16:

@@ -346,6 +346,19 @@ def generate(gan: GAN, g: PlayerState, z: Array, labels: Optional[Array] = None,
   return apply_model(gan.generator, g.params, g.model_state, z, train, key, labels)[0]
 
 
+def generate_indexed(gan: GAN, g: PlayerState, key: Array, start: Array,
+                     batch_size: int) -> Array:
+  """Samples `start ... start + batch_size - 1` of G's indexed stream, with the sampling
+  params (`sampling_player`) in eval mode: sample i from latent `gan.latent(fold_in(key_z,
+  i))` and, for a conditional GAN, class `i mod num_classes`, so a sample does not depend on
+  the batch it is drawn in (G's dropout/noise layers aside, keyed per batch)."""
+  key_z, key_g = jax.random.split(key)
+  idx = start + jnp.arange(batch_size)
+  z = jax.vmap(lambda i: gan.latent(jax.random.fold_in(key_z, i), (gan.latent_dim,)))(idx)
+  y = (idx % gan.num_classes).astype(jnp.int32) if gan.conditional else None
+  return generate(gan, sampling_player(g), z, y, key=jax.random.fold_in(key_g, start))
+
+
 def sampling_params(g: PlayerState) -> Any:
   """The params to sample with: the moving average of `gax.transforms.ema_params` when G's
   optimizer keeps one (the `g_ema` trick), else the trained params."""
