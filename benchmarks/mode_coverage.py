@@ -20,7 +20,9 @@ Each method is a variant name of `benchmarks/variants.py` or a `+` combination. 
 `--drs` also scores every run's final generator through discriminator rejection sampling
 (`gax.rejection`, Azadi et al. 2019): 2500 samples that the run's final D accepts, a row
 "<method> + DRS" beside the method's own (the same trained runs, sampled differently), kept
-per run in `eval_drs_<setting>.jsonl` so that a rerun reads it back.
+per run in `eval_drs_<setting>.jsonl` so that a rerun reads it back. `--drs_calibrate_steps`
+trains a copy of each run's D that many steps against its final G before DRS
+(`gax.rejection.calibrate_discriminator`; rows "<method> + DRS c<steps>").
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-
 from gax import evaluation, sweep, trainer  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
+CALIBRATE_LR = evaluation.EvalSettings.drs_calibrate_lr  # DRS calibration's default rate
 
 
 METRICS = ("modes_any", "modes_covered", "hq_fraction", "reverse_kl")
@@ -89,25 +92,36 @@ def make_jobs(datasets: Sequence[str], methods: Sequence[str], seeds: int, steps
   return jobs
 
 
-def drs_label(gamma: float = 0.0, percentile: float = 0.0) -> str:
-  """The row suffix and file tag of a DRS setting: "DRS" (exact), "DRS p80", "DRS g1.5"."""
+def drs_label(gamma: float = 0.0, percentile: float = 0.0, calibrate_steps: int = 0,
+              calibrate_lr: float = CALIBRATE_LR) -> str:
+  """The row suffix and file tag of a DRS setting: "DRS" (exact), "DRS p80", "DRS g1.5",
+  "DRS c5000" (D calibrated 5000 steps first), "DRS c5000 lr0.001"."""
   if percentile and gamma:
     raise ValueError("Give --drs_gamma or --drs_percentile, not both.")
-  return "DRS" + (f" p{percentile:g}" if percentile else f" g{gamma:g}" if gamma else "")
+  if calibrate_steps < 0 or not calibrate_lr > 0:
+    raise ValueError(f"--drs_calibrate_steps ({calibrate_steps}) must be >= 0 and "
+                     f"--drs_calibrate_lr ({calibrate_lr}) > 0.")
+  label = "DRS" + (f" p{percentile:g}" if percentile else f" g{gamma:g}" if gamma else "")
+  if calibrate_steps:
+    label += f" c{calibrate_steps}" + (f" lr{calibrate_lr:g}" if calibrate_lr != CALIBRATE_LR
+                                       else "")
+  return label
 
 
-def drs_record(record: Dict, workdir: str, gamma: float = 0.0,
-               percentile: float = 0.0) -> Dict:
+def drs_record(record: Dict, workdir: str, gamma: float = 0.0, percentile: float = 0.0,
+               calibrate_steps: int = 0, calibrate_lr: float = CALIBRATE_LR) -> Dict:
   """`record` (a finished run in `workdir`) with its final checkpoint scored by
   discriminator rejection sampling instead: variant "<variant> + DRS...", `final` the DRS
   samples' metrics (and `acceptance`). Read back from the run's `eval_drs_<tag>.jsonl` when
   that step was scored before with the same setting."""
-  label = drs_label(gamma, percentile)
+  label = drs_label(gamma, percentile, calibrate_steps, calibrate_lr)
   path = os.path.join(workdir, f"eval_{label.lower().replace(' ', '_')}.jsonl")
   done = [r for r in evaluation.read_jsonl(path) if r.get("step") == record["steps"]]
   if not done:
     done = trainer.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
-                                drs_gamma=gamma, drs_percentile=percentile)
+                                drs_gamma=gamma, drs_percentile=percentile,
+                                drs_calibrate_steps=calibrate_steps,
+                                drs_calibrate_lr=calibrate_lr)
     if done[-1]["step"] != record["steps"]:
       raise RuntimeError(f"{workdir}: the newest checkpoint is step {done[-1]['step']}, not "
                          f"the run's last step {record['steps']}.")
@@ -172,7 +186,9 @@ def main(argv):
     hidden = [int(h) for h in FLAGS.hidden]
     jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden,
                      FLAGS.arch, FLAGS.first_seed)
-    drs_label(FLAGS.drs_gamma, FLAGS.drs_percentile)
+    drs = dict(gamma=FLAGS.drs_gamma, percentile=FLAGS.drs_percentile,
+               calibrate_steps=FLAGS.drs_calibrate_steps, calibrate_lr=FLAGS.drs_calibrate_lr)
+    drs_label(**drs)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -180,8 +196,7 @@ def main(argv):
   def with_drs(records):
     if not FLAGS.drs:
       return records
-    return records + [drs_record(r, job.workdir(FLAGS.workdir), FLAGS.drs_gamma,
-                                 FLAGS.drs_percentile)
+    return records + [drs_record(r, job.workdir(FLAGS.workdir), **drs)
                       for job, r in zip(jobs, records) if r["status"] == "ok"]
 
   records = sweep.run_many(jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(
@@ -208,6 +223,10 @@ def define_flags() -> None:
                      "rejection sampling).")
   flags.DEFINE_float("drs_percentile", 0.0, "When > 0, DRS's shift is this percentile of each "
                      "batch's acceptance logits.", lower_bound=0.0, upper_bound=100.0)
+  flags.DEFINE_integer("drs_calibrate_steps", 0, "When > 0, DRS first trains a copy of each "
+                       "run's D this many steps against its final G "
+                       "(gax.rejection.calibrate_discriminator).", lower_bound=0)
+  flags.DEFINE_float("drs_calibrate_lr", CALIBRATE_LR, "Adam learning rate of the calibration.")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ r"""Evaluates the checkpoints of a training run; appends to <workdir>/eval_offli
       --metrics=fid,kid,is,pr
   python experiments/evaluate.py --workdir=runs/dcgan_digits --best
   python experiments/evaluate.py --workdir=runs/ring --drs       # + rejection sampling
+  python experiments/evaluate.py --workdir=runs/ring --drs --drs_calibrate_steps=5000
   python experiments/evaluate.py --workdir=runs/cifar --features=inception_v3 \
       --inception_path=fid_inception_v3.npz
 
@@ -52,6 +53,11 @@ _DRS_GAMMA = flags.DEFINE_float("drs_gamma", None, "DRS's fixed shift of the acc
                                 "(0: exact rejection sampling).")
 _DRS_PERCENTILE = flags.DEFINE_float("drs_percentile", None, "When > 0, DRS's shift is this "
                                      "percentile of each batch's acceptance logits.")
+_DRS_CALIBRATE_STEPS = flags.DEFINE_integer(
+    "drs_calibrate_steps", None, "When > 0, train a copy of D this many steps against the "
+    "final G before DRS (gax.rejection.calibrate_discriminator).", lower_bound=0)
+_DRS_CALIBRATE_LR = flags.DEFINE_float("drs_calibrate_lr", None, "Adam learning rate of the "
+                                       "calibration (default: the run's, 1e-4).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -93,7 +99,8 @@ def main(argv):
         inception_path=_INCEPTION_PATH.value, classifier_path=_CLASSIFIER_PATH.value,
         classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
         batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
-        drs_percentile=_DRS_PERCENTILE.value)
+        drs_percentile=_DRS_PERCENTILE.value, drs_calibrate_steps=_DRS_CALIBRATE_STEPS.value,
+        drs_calibrate_lr=_DRS_CALIBRATE_LR.value)
   except (EvaluationError, FileNotFoundError, ValueError, KeyError, CheckpointError) as e:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     print(f"evaluate.py: error: {msg}", file=sys.stderr)

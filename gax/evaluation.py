@@ -94,6 +94,7 @@ IMAGE_METRICS = ("fid", "kid", "is", "pr")  # eval.metrics; "pr" = precision and
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
 DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sampling
 DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
+CALIBRATION_BATCH = 500  # real and generated points per step of DRS's D calibration
 STACKED_RESULTS = ("modes_covered", "reverse_kl")  # of the 1000 stacked-digits modes
 
 # Which way is better, for every metric `eval.best_metric` can name.
@@ -150,6 +151,11 @@ class EvalSettings:
     drs_max_draws: samples DRS may draw after the burn-in; fewer than 2500 accepted by then
       (an acceptance below 2500 / drs_max_draws) is logged and recorded as `drs_error`, with
       NaN `drs_*` results.
+    drs_calibrate_steps: when > 0, DRS first trains a copy of D this many steps against the
+      final G (`gax.rejection.calibrate_discriminator`, batches of 500 real and 500 generated
+      points); the run's own D is unchanged. The result records the calibration loss's mean
+      over its first and last 100 steps (`drs_calibration_loss_start`, `_end`).
+    drs_calibrate_lr: the calibration's Adam learning rate.
   """
 
   every: int = 0
@@ -167,6 +173,8 @@ class EvalSettings:
   drs_percentile: float = 0.0
   drs_burn_in: int = 10000
   drs_max_draws: int = 2_000_000
+  drs_calibrate_steps: int = 0
+  drs_calibrate_lr: float = 1e-4
 
   @classmethod
   def from_config(cls, section: Any = None, **overrides: Any) -> "EvalSettings":
@@ -184,7 +192,7 @@ class EvalSettings:
     # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
     for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
                          ("classifier_steps", 1), ("batch_size", 1), ("drs_burn_in", 1),
-                         ("drs_max_draws", MIXTURE_SAMPLES)):
+                         ("drs_max_draws", MIXTURE_SAMPLES), ("drs_calibrate_steps", 0)):
       if key in given:
         given[key] = checks.integer(given[key], f"config.eval.{key}", minimum)
     if "metrics" in given:
@@ -202,6 +210,12 @@ class EvalSettings:
     if not (isinstance(s.drs_percentile, (int, float)) and 0 <= s.drs_percentile <= 100):
       raise ValueError("config.eval.drs_percentile must be in [0, 100] (0: use drs_gamma), "
                        f"got {s.drs_percentile!r}.")
+    if not (isinstance(s.drs_calibrate_lr, (int, float)) and 0 < s.drs_calibrate_lr < math.inf):
+      raise ValueError("config.eval.drs_calibrate_lr must be a positive number, got "
+                       f"{s.drs_calibrate_lr!r}.")
+    if s.drs_calibrate_steps and not s.drs:
+      raise ValueError(f"config.eval.drs_calibrate_steps={s.drs_calibrate_steps} calibrates "
+                       "D for DRS; it needs config.eval.drs=True.")
     if s.drs_percentile and s.drs_gamma:
       raise ValueError(f"config.eval.drs_gamma={s.drs_gamma} and drs_percentile="
                        f"{s.drs_percentile}: set one of them.")
@@ -390,6 +404,7 @@ class ModeCoverageEvaluator(Evaluator):
 
   def __init__(self, settings: EvalSettings, source: MixtureSource):
     self.settings = settings
+    self.source = source
     self.centers = np.asarray(source.centers)
     self.std = float(source.std)
 
@@ -404,24 +419,41 @@ class ModeCoverageEvaluator(Evaluator):
                                                max(s.batch_size, 500))))
     result = {**mode_coverage(pts, self.centers, self.std), "num_samples": MIXTURE_SAMPLES}
     if s.drs:
-      try:
-        drs = rejection.rejection_sample(
-            gan, state, jax.random.fold_in(key, 1), MIXTURE_SAMPLES,
-            batch_size=max(s.batch_size, 1000), burn_in=s.drs_burn_in, gamma=s.drs_gamma,
-            percentile=s.drs_percentile or None, max_draws=s.drs_max_draws)
-      except RuntimeError as e:  # too few accepted: recorded, and training goes on
-        logging.warning("Discriminator rejection sampling failed: %s", e)
-        result.update({k: float("nan") for k in DRS_RESULTS})
-        result[DRS_PREFIX + "error"] = str(e)
-        return result
-      result.update({DRS_PREFIX + k: v for k, v in
-                     mode_coverage(drs.samples, self.centers, self.std).items() if k != "modes"})
-      result[DRS_PREFIX + "acceptance"] = drs.acceptance
+      result.update(self._drs(gan, state, key))
     return result
+
+  def _drs(self, gan: GAN, state: Any, key: jax.Array) -> Dict[str, Any]:
+    """The `drs_*` results (see `EvalSettings.drs`); a DRS that fails is recorded as
+    `drs_error` with NaN results, so that training goes on."""
+    s, out = self.settings, {}
+    try:
+      if s.drs_calibrate_steps:
+        degree = rejection.packing_degree(gan)
+        size = -(-CALIBRATION_BATCH // degree) * degree
+        real = lambda i: self.source.sample(np.random.default_rng([s.seed, 1, i]), size)
+        state, loss = rejection.calibrate_discriminator(
+            gan, state, real, jax.random.fold_in(key, 2), steps=s.drs_calibrate_steps,
+            batch_size=size, learning_rate=s.drs_calibrate_lr)
+        out[DRS_PREFIX + "calibration_loss_start"] = float(loss[:100].mean())
+        out[DRS_PREFIX + "calibration_loss_end"] = float(loss[-100:].mean())
+      drs = rejection.rejection_sample(
+          gan, state, jax.random.fold_in(key, 1), MIXTURE_SAMPLES,
+          batch_size=max(s.batch_size, 1000), burn_in=s.drs_burn_in, gamma=s.drs_gamma,
+          percentile=s.drs_percentile or None, max_draws=s.drs_max_draws)
+    except (RuntimeError, FloatingPointError) as e:  # recorded, and training goes on
+      logging.warning("Discriminator rejection sampling failed: %s", e)
+      return {**out, **{k: float("nan") for k in DRS_RESULTS}, DRS_PREFIX + "error": str(e)}
+    out.update({DRS_PREFIX + k: v for k, v in
+                mode_coverage(drs.samples, self.centers, self.std).items() if k != "modes"})
+    out[DRS_PREFIX + "acceptance"] = drs.acceptance
+    return out
 
   def describe(self, result: Mapping[str, Any]) -> str:
     text = (f"modes covered {result['modes_covered']}/{result['modes']}, high-quality "
             f"{100 * result['hq_fraction']:.1f}%, reverse KL {result['reverse_kl']:.3f}")
+    if DRS_PREFIX + "calibration_loss_end" in result:
+      text += (f"; D calibrated (loss {result['drs_calibration_loss_start']:.3f} -> "
+               f"{result['drs_calibration_loss_end']:.3f})")
     if DRS_PREFIX + "error" in result:
       text += "; DRS failed: " + result[DRS_PREFIX + "error"]
     elif DRS_PREFIX + "acceptance" in result:

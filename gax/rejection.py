@@ -24,17 +24,27 @@ D, and keeps every sample of an accepted pack.
 DRS only corrects G as far as D's logit is the log ratio: D must be trained by the sigmoid
 cross-entropy (losses "minimax" and "non_saturating"; `DRS_LOSSES`), and label smoothing or
 noisy labels move its optimum. It cannot bring back a mode G never samples.
+
+The theory also needs D to be optimal for the *final* G, as DRS samples it: in eval mode (a
+G with batch norm then uses its running statistics, not the batch statistics D was trained
+against) and with its sampling (EMA) params. `calibrate_discriminator` trains D further, G
+frozen, on exactly those samples and exactly the logit DRS reads (`discriminator_logits`),
+with the cross-entropy whose optimum is the log ratio; this also removes what label
+smoothing did to D's optimum. (The MH-GAN paper, Turner et al. 2019, likewise calibrates D on
+held-out data before using it as a density ratio; its calibrator is a separate regression on
+D's output, this one fine-tunes D itself.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gax import checks
 from gax.models.packing import Packed
@@ -177,3 +187,71 @@ def rejection_sample(gan: GAN, state: GANState, key: jax.Array, num: int, *,
     start += batch_size
   return RejectionResult(samples=np.concatenate(kept)[:num], drawn=drawn,
                          acceptance=accepted / packs, max_logit=max_logit)
+
+
+def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.ndarray],
+                            key: jax.Array, *, steps: int, batch_size: int,
+                            learning_rate: float = 1e-4, b1: float = 0.5
+                            ) -> Tuple[GANState, np.ndarray]:
+  """D trained `steps` more Adam steps with G frozen, towards the log ratio DRS needs.
+
+  Each step takes the real batch `real(i)` (`[batch_size, *data_shape]`) and `batch_size` of
+  G's samples as DRS draws them (`generate_indexed`: eval mode, sampling params; samples
+  `i * batch_size ...` of `key`'s stream, so pass a key DRS does not use), and lowers
+  `mean softplus(-logit(real)) + mean softplus(logit(fake))` over D's params, the logits
+  being `discriminator_logits` (eval mode, the hooks' d_params). The minimiser's logit is
+  log p_data / p_g (Goodfellow et al. 2014, Prop. 1), per pack for a packed D. The optimizer
+  is a fresh Adam (`learning_rate`, `b1`, b2 = 0.999): a run's own D optimizer may have
+  decayed its rate to 0.
+
+  Returns:
+    `(state with only d.params changed, the losses of the steps [steps])`.
+
+  Raises:
+    ValueError: a conditional GAN, bad settings, or a real batch of the wrong shape.
+    FloatingPointError: a non-finite loss.
+  """
+  if gan.conditional:
+    raise ValueError("calibrate_discriminator supports unconditional GANs only (this one "
+                     f"has conditioning={gan.conditioning!r}).")
+  steps = checks.integer(steps, "steps", 1)
+  batch_size = checks.integer(batch_size, "batch_size", 1)
+  degree = packing_degree(gan)
+  if batch_size % degree:
+    raise ValueError(f"batch_size={batch_size} must be a multiple of D's packing degree "
+                     f"{degree}.")
+  if not (math.isfinite(learning_rate) and learning_rate > 0 and 0 <= b1 < 1):
+    raise ValueError(f"Need learning_rate > 0 and 0 <= b1 < 1, got {learning_rate!r}, {b1!r}.")
+  tx = optax.adam(learning_rate, b1=b1)
+
+  @jax.jit
+  def step(params, opt_state, x_real, start):
+    fake = jax.lax.stop_gradient(generate_indexed(gan, state.g, key, start, batch_size))
+
+    def loss_fn(p):
+      s = state.replace(d=state.d.replace(params=p))
+      return (jnp.mean(jax.nn.softplus(-discriminator_logits(gan, s, x_real)))
+              + jnp.mean(jax.nn.softplus(discriminator_logits(gan, s, fake))))
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  want = jax.eval_shape(lambda: generate_indexed(gan, state.g, key, jnp.int32(0),
+                                                 batch_size)).shape
+  params = state.d.params
+  opt_state = tx.init(params)
+  losses = []
+  for i in range(steps):
+    x_real = np.asarray(real(i), np.float32)
+    if x_real.shape != want:
+      raise ValueError(f"real({i}) returned a batch of shape {x_real.shape}; calibration "
+                       f"needs G's sample shape {want}.")
+    params, opt_state, loss = step(params, opt_state, x_real, jnp.int32(i * batch_size))
+    losses.append(loss)
+  losses = np.asarray(jax.device_get(losses), np.float64)
+  if not np.all(np.isfinite(losses)):
+    bad = int(np.argmin(np.isfinite(losses)))
+    raise FloatingPointError(f"D's calibration loss is not finite from step {bad} "
+                             f"({losses[bad]}); lower learning_rate.")
+  return state.replace(d=state.d.replace(params=params)), losses

@@ -125,3 +125,63 @@ def test_bad_settings_and_exhausted_draws_are_errors():
   with pytest.raises(RuntimeError, match="accepted 0 of 10"):
     rejection.rejection_sample(gan, state, key, 10, gamma=60.0, burn_in=100, max_draws=3000,
                                batch_size=1000)
+
+
+class _Quadratic(nn.Module):
+  """a + sum_j (b_j x_j + c_j x_j^2) over the last axis, all coefficients from 0."""
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    a = self.param("a", nn.initializers.zeros, ())
+    b = self.param("b", nn.initializers.zeros, (x.shape[-1],))
+    c = self.param("c", nn.initializers.zeros, (x.shape[-1],))
+    return a + jnp.sum(b * x + c * jnp.square(x), axis=-1)
+
+
+@pytest.mark.parametrize("degree", [1, 2], ids=["unpacked", "packed2"])
+def test_calibration_fits_the_log_ratio_of_g_to_the_real_data(degree):
+  # G: z ~ N(0, 1); data: N(0, S^2). The minimiser of D's cross-entropy has logit
+  # log(1 / S) - x^2 (1 / S^2 - 1) / 2 per sample, summed over a pack: a quadratic D can
+  # reach it exactly, (a, b, c) = (degree log(1 / S), 0, -(1 / S^2 - 1) / 2).
+  d = _Quadratic() if degree == 1 else Packed(_Quadratic(), degree)
+  gan = GAN(_Identity(), d, losses.get_loss("non_saturating"), optax.sgd(0.1), optax.sgd(0.1),
+            latent_dim=1)
+  state = init_state(gan, jax.random.PRNGKey(0), (1,))
+  real = lambda i: S * np.random.default_rng([7, i]).standard_normal((2000, 1))
+  new, loss = rejection.calibrate_discriminator(gan, state, real, jax.random.PRNGKey(8),
+                                                steps=1500, batch_size=2000,
+                                                learning_rate=0.03, b1=0.9)
+  p = new.d.params
+  np.testing.assert_allclose(p["a"], -degree * math.log(S), atol=0.06 * degree)
+  np.testing.assert_allclose(p["b"], 0.0, atol=0.06)
+  np.testing.assert_allclose(p["c"], -0.5 * (1 / S**2 - 1), atol=0.08)
+  # The loss falls from 2 log 2 (D = 0) to the minimum, 2 log 2 - 2 JSD(p_data, p_g).
+  assert loss[0] == pytest.approx(2 * math.log(2), rel=1e-5)
+  assert loss[-100:].mean() < loss[0] - 0.05
+  # Only D's params change; G's samples (and so DRS's draws) are those of `state`.
+  assert new.g is state.g and new.d.opt_state is state.d.opt_state
+  # DRS with the calibrated D samples the target.
+  res = rejection.rejection_sample(gan, new, jax.random.PRNGKey(1), 10000, batch_size=4000)
+  assert abs(np.var(res.samples) - S**2) < 0.02
+
+
+def test_calibration_refuses_bad_input():
+  gan = _gan()
+  state = init_state(gan, jax.random.PRNGKey(0), (1,))
+  key = jax.random.PRNGKey(0)
+  ok = lambda i: np.zeros((10, 1))
+  with pytest.raises(ValueError, match="shape"):
+    rejection.calibrate_discriminator(gan, state, lambda i: np.zeros((10, 2)), key, steps=1,
+                                      batch_size=10)
+  with pytest.raises(ValueError, match="learning_rate"):
+    rejection.calibrate_discriminator(gan, state, ok, key, steps=1, batch_size=10,
+                                      learning_rate=0.0)
+  with pytest.raises(ValueError, match="steps"):
+    rejection.calibrate_discriminator(gan, state, ok, key, steps=0, batch_size=10)
+  with pytest.raises(FloatingPointError, match="step 0"):
+    rejection.calibrate_discriminator(gan, state, lambda i: np.full((10, 1), np.inf), key,
+                                      steps=2, batch_size=10)
+  packed = _gan(2)
+  with pytest.raises(ValueError, match="multiple"):
+    rejection.calibrate_discriminator(packed, init_state(packed, key, (1,)), ok, key, steps=1,
+                                      batch_size=9)

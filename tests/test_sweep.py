@@ -259,25 +259,35 @@ def test_mode_coverage_drs_rows_score_the_same_runs_and_are_read_back(tiny_run, 
   assert 0 < drs["final"]["acceptance"] <= 1
   # The unfiltered record is untouched, and a second call reads the file back.
   assert record["variant"] == "baseline" and "acceptance" not in record["final"]
+  # With D calibrated first: another row and file, which record the calibration.
+  calibrated = mode_coverage.drs_record(record, workdir, percentile=50.0, calibrate_steps=20,
+                                        calibrate_lr=1e-3)
+  assert calibrated["variant"] == "baseline + DRS p50 c20 lr0.001"
+  assert os.path.exists(os.path.join(workdir, "eval_drs_p50_c20_lr0.001.jsonl"))
+  assert calibrated["final"]["calibration_loss_end"] > 0
+  assert "calibration_loss_end" not in drs["final"]
   monkeypatch.setattr(mode_coverage.trainer, "evaluate_run",
                       lambda *a, **k: pytest.fail("scored again"))
   assert mode_coverage.drs_record(record, workdir, percentile=50.0) == drs
   text = mode_coverage.report([record, drs], ["ring"])
   assert "| baseline + DRS p50 | " in text and "DRS acceptance" in text
   assert mode_coverage.drs_label() == "DRS" and mode_coverage.drs_label(1.5) == "DRS g1.5"
+  assert mode_coverage.drs_label(calibrate_steps=5000) == "DRS c5000"
   with pytest.raises(ValueError, match="not both"):
     mode_coverage.drs_label(1.0, 80.0)
+  with pytest.raises(ValueError, match="drs_calibrate_lr"):
+    mode_coverage.drs_label(calibrate_steps=10, calibrate_lr=0.0)
 
 
 def test_mode_coverage_command_with_drs_writes_both_rows(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "mode_coverage.py"),
          "--datasets=ring", "--methods=baseline", "--seeds=1", "--steps=4", "--hidden=8",
-         "--drs", "--drs_percentile=50", f"--workdir={tmp_path}"]
+         "--drs", "--drs_percentile=50", "--drs_calibrate_steps=3", f"--workdir={tmp_path}"]
   r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   table = (tmp_path / "mode_coverage.md").read_text()
-  assert "| baseline | " in table and "| baseline + DRS p50 | " in table
-  assert (tmp_path / "ring" / "baseline" / "seed_0" / "eval_drs_p50.jsonl").exists()
+  assert "| baseline | " in table and "| baseline + DRS p50 c3 | " in table
+  assert (tmp_path / "ring" / "baseline" / "seed_0" / "eval_drs_p50_c3.jsonl").exists()
   bad = subprocess.run(cmd[:-2] + ["--drs_gamma=1", "--drs_percentile=50",
                                    f"--workdir={tmp_path}"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)

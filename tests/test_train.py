@@ -253,3 +253,35 @@ def test_evaluating_a_ring_run_with_discriminator_rejection_sampling(straight_ru
   with pytest.raises(ValueError, match="not computed"):
     evaluation.Evaluator.from_config(ring_config(), source, workdir,
                                      best_metric="drs_hq_fraction")
+
+
+def test_drs_with_a_calibrated_discriminator_is_reproduced_independently(straight_run):
+  from gax import builders, evaluation, rejection  # pylint: disable=g-import-not-at-top
+  from gax.metrics import mode_coverage  # pylint: disable=g-import-not-at-top
+  workdir, state = straight_run
+  [rec] = trainer.evaluate_run(workdir, drs=True, drs_percentile=50.0, drs_calibrate_steps=30,
+                               drs_calibrate_lr=1e-3, out_file="eval_drs_c30.jsonl")
+  _, gan, _ = trainer.load_run(workdir)
+  source = builders.build_data(trainer.load_config(workdir))
+  key = jax.random.PRNGKey(0)  # config.eval.seed
+  real = lambda i: source.sample(np.random.default_rng([0, 1, i]), 500)
+  calibrated, loss = rejection.calibrate_discriminator(
+      gan, state, real, jax.random.fold_in(key, 2), steps=30, batch_size=500,
+      learning_rate=1e-3)
+  drs = rejection.rejection_sample(gan, calibrated, jax.random.fold_in(key, 1), 2500,
+                                   percentile=50.0)
+  assert rec["drs_counts"] == mode_coverage(drs.samples, source.centers, source.std)["counts"]
+  assert rec["drs_acceptance"] == pytest.approx(drs.acceptance)
+  assert rec["drs_calibration_loss_start"] == pytest.approx(loss.mean(), rel=1e-6)
+  assert rec["drs_calibration_loss_end"] == pytest.approx(loss.mean(), rel=1e-6)
+  # The calibrated D is not the run's: DRS without calibration keeps other samples.
+  plain = rejection.rejection_sample(gan, state, jax.random.fold_in(key, 1), 2500,
+                                     percentile=50.0)
+  assert not np.array_equal(plain.samples, drs.samples)
+  evaluator = evaluation.Evaluator.from_config(trainer.load_config(workdir), source, workdir,
+                                               drs=True)
+  assert "D calibrated (loss " in evaluator.describe(rec)
+  with pytest.raises(ValueError, match="needs config.eval.drs=True"):
+    evaluation.EvalSettings.from_config({"drs_calibrate_steps": 10})
+  with pytest.raises(ValueError, match="drs_calibrate_lr must be a positive"):
+    evaluation.EvalSettings.from_config({"drs": True, "drs_calibrate_lr": -1.0})
