@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from gax import checks
 from gax.models.packing import Packed
@@ -191,8 +192,8 @@ def rejection_sample(gan: GAN, state: GANState, key: jax.Array, num: int, *,
 
 def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.ndarray],
                             key: jax.Array, *, steps: int, batch_size: int,
-                            learning_rate: float = 1e-4, b1: float = 0.5
-                            ) -> Tuple[GANState, np.ndarray]:
+                            learning_rate: float = 1e-4, b1: float = 0.5,
+                            log_every: int = 1000) -> Tuple[GANState, np.ndarray]:
   """D trained `steps` more Adam steps with G frozen, towards the log ratio DRS needs.
 
   Each step takes the real batch `real(i)` (`[batch_size, *data_shape]`) and `batch_size` of
@@ -202,7 +203,8 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
   being `discriminator_logits` (eval mode, the hooks' d_params). The minimiser's logit is
   log p_data / p_g (Goodfellow et al. 2014, Prop. 1), per pack for a packed D. The optimizer
   is a fresh Adam (`learning_rate`, `b1`, b2 = 0.999): a run's own D optimizer may have
-  decayed its rate to 0.
+  decayed its rate to 0. Every `log_every` steps (0: never) the mean loss since the last
+  report is logged, and a non-finite one stops the calibration there.
 
   Returns:
     `(state with only d.params changed, the losses of the steps [steps])`.
@@ -216,6 +218,7 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
                      f"has conditioning={gan.conditioning!r}).")
   steps = checks.integer(steps, "steps", 1)
   batch_size = checks.integer(batch_size, "batch_size", 1)
+  log_every = checks.integer(log_every, "log_every", 0)
   degree = packing_degree(gan)
   if batch_size % degree:
     raise ValueError(f"batch_size={batch_size} must be a multiple of D's packing degree "
@@ -242,6 +245,15 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
   params = state.d.params
   opt_state = tx.init(params)
   losses = []
+
+  def check(upto):
+    done = np.asarray(jax.device_get(losses[:upto]), np.float64)
+    if not np.all(np.isfinite(done)):
+      bad = int(np.argmin(np.isfinite(done)))
+      raise FloatingPointError(f"D's calibration loss is not finite from step {bad} "
+                               f"({done[bad]}); lower learning_rate.")
+    return done
+
   for i in range(steps):
     x_real = np.asarray(real(i), np.float32)
     if x_real.shape != want:
@@ -249,9 +261,7 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
                        f"needs G's sample shape {want}.")
     params, opt_state, loss = step(params, opt_state, x_real, jnp.int32(i * batch_size))
     losses.append(loss)
-  losses = np.asarray(jax.device_get(losses), np.float64)
-  if not np.all(np.isfinite(losses)):
-    bad = int(np.argmin(np.isfinite(losses)))
-    raise FloatingPointError(f"D's calibration loss is not finite from step {bad} "
-                             f"({losses[bad]}); lower learning_rate.")
-  return state.replace(d=state.d.replace(params=params)), losses
+    if log_every and (i + 1) % log_every == 0 and i + 1 < steps:
+      logging.info("D calibration step %d/%d: loss %.4f", i + 1, steps,
+                   check(i + 1)[-log_every:].mean())
+  return state.replace(d=state.d.replace(params=params)), check(steps)

@@ -178,9 +178,13 @@ def test_calibration_refuses_bad_input():
                                       learning_rate=0.0)
   with pytest.raises(ValueError, match="steps"):
     rejection.calibrate_discriminator(gan, state, ok, key, steps=0, batch_size=10)
-  with pytest.raises(FloatingPointError, match="step 0"):
-    rejection.calibrate_discriminator(gan, state, lambda i: np.full((10, 1), np.inf), key,
-                                      steps=2, batch_size=10)
+  for log_every, calls in ((0, 3), (1, 1)):  # found at the end, or at the first report
+    seen = []
+    with pytest.raises(FloatingPointError, match="step 0"):
+      rejection.calibrate_discriminator(
+          gan, state, lambda i: seen.append(i) or np.full((10, 1), np.inf), key, steps=3,
+          batch_size=10, log_every=log_every)
+    assert len(seen) == calls
   packed = _gan(2)
   with pytest.raises(ValueError, match="multiple"):
     rejection.calibrate_discriminator(packed, init_state(packed, key, (1,)), ok, key, steps=1,
