@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -109,11 +109,13 @@ def drs_label(gamma: float = 0.0, percentile: float = 0.0, calibrate_steps: int 
 
 
 def drs_record(record: Dict, workdir: str, gamma: float = 0.0, percentile: float = 0.0,
-               calibrate_steps: int = 0, calibrate_lr: float = CALIBRATE_LR) -> Dict:
+               calibrate_steps: int = 0, calibrate_lr: float = CALIBRATE_LR,
+               max_draws: Optional[int] = None) -> Dict:
   """`record` (a finished run in `workdir`) with its final checkpoint scored by
   discriminator rejection sampling instead: variant "<variant> + DRS...", `final` the DRS
   samples' metrics (and `acceptance`). Read back from the run's `eval_drs_<tag>.jsonl` when
-  that step was scored before with the same setting."""
+  that step was scored before with the same setting. `max_draws` (None: the evaluator's
+  default) bounds G's draws; it changes no accepted sample, only when DRS gives up."""
   label = drs_label(gamma, percentile, calibrate_steps, calibrate_lr)
   path = os.path.join(workdir, f"eval_{label.lower().replace(' ', '_')}.jsonl")
   done = [r for r in evaluation.read_jsonl(path) if r.get("step") == record["steps"]]
@@ -121,7 +123,7 @@ def drs_record(record: Dict, workdir: str, gamma: float = 0.0, percentile: float
     done = trainer.evaluate_run(workdir, out_file=os.path.basename(path), drs=True,
                                 drs_gamma=gamma, drs_percentile=percentile,
                                 drs_calibrate_steps=calibrate_steps,
-                                drs_calibrate_lr=calibrate_lr)
+                                drs_calibrate_lr=calibrate_lr, drs_max_draws=max_draws)
     if done[-1]["step"] != record["steps"]:
       raise RuntimeError(f"{workdir}: the newest checkpoint is step {done[-1]['step']}, not "
                          f"the run's last step {record['steps']}.")
@@ -196,7 +198,8 @@ def main(argv):
   def with_drs(records):
     if not FLAGS.drs:
       return records
-    return records + [drs_record(r, job.workdir(FLAGS.workdir), **drs)
+    return records + [drs_record(r, job.workdir(FLAGS.workdir), **drs,
+                                 max_draws=FLAGS.drs_max_draws)
                       for job, r in zip(jobs, records) if r["status"] == "ok"]
 
   records = sweep.run_many(jobs, FLAGS.workdir, on_record=lambda rs: write_outputs(
@@ -227,6 +230,9 @@ def define_flags() -> None:
                        "run's D this many steps against its final G "
                        "(gax.rejection.calibrate_discriminator).", lower_bound=0)
   flags.DEFINE_float("drs_calibrate_lr", CALIBRATE_LR, "Adam learning rate of the calibration.")
+  flags.DEFINE_integer("drs_max_draws", None, "G's samples DRS may draw per run before giving "
+                       "up (default: config.eval.drs_max_draws, 2,000,000); a shift gamma "
+                       "divides the acceptance by about exp(gamma).", lower_bound=2500)
 
 
 if __name__ == "__main__":

@@ -282,12 +282,15 @@ def test_mode_coverage_drs_rows_score_the_same_runs_and_are_read_back(tiny_run, 
 def test_mode_coverage_command_with_drs_writes_both_rows(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "mode_coverage.py"),
          "--datasets=ring", "--methods=baseline", "--seeds=1", "--steps=4", "--hidden=8",
-         "--drs", "--drs_percentile=50", "--drs_calibrate_steps=3", f"--workdir={tmp_path}"]
+         "--drs", "--drs_percentile=50", "--drs_calibrate_steps=3", "--drs_max_draws=2500",
+         f"--workdir={tmp_path}"]
   r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   table = (tmp_path / "mode_coverage.md").read_text()
   assert "| baseline | " in table and "| baseline + DRS p50 c3 | " in table
-  assert (tmp_path / "ring" / "baseline" / "seed_0" / "eval_drs_p50_c3.jsonl").exists()
+  saved = (tmp_path / "ring" / "baseline" / "seed_0" / "eval_drs_p50_c3.jsonl").read_text()
+  # 2500 draws at most, half of them kept: DRS gives up, and the row records why.
+  assert "accepted" in json.loads(saved)["drs_error"]
   bad = subprocess.run(cmd[:-2] + ["--drs_gamma=1", "--drs_percentile=50",
                                    f"--workdir={tmp_path}"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
