@@ -162,7 +162,7 @@ def report(records: Sequence[Dict], datasets: Sequence[str]) -> str:
     kept: Dict[str, List[str]] = {}
     for r in sorted(rs, key=lambda r: r["seed"]):
       if "acceptance" in r["final"]:
-        kept.setdefault(r["variant"], []).append(f"{r['final']['acceptance']:.3f}")
+        kept.setdefault(r["variant"], []).append(f"{r['final']['acceptance']:.2g}")
     if kept:
       parts.append("DRS acceptance (fraction of G's samples kept) per seed: " + "; ".join(
           f"{v}: {', '.join(a)}" for v, a in kept.items()) + "\n")
