@@ -428,8 +428,7 @@ class ModeCoverageEvaluator(Evaluator):
     s, out = self.settings, {}
     try:
       if s.drs_calibrate_steps:
-        degree = rejection.packing_degree(gan)
-        size = -(-CALIBRATION_BATCH // degree) * degree
+        size = rejection.whole_packs(gan, CALIBRATION_BATCH)
         real = lambda i: self.source.sample(np.random.default_rng([s.seed, 1, i]), size)
         state, loss = rejection.calibrate_discriminator(
             gan, state, real, jax.random.fold_in(key, 2), steps=s.drs_calibrate_steps,

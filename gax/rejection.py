@@ -77,6 +77,18 @@ def packing_degree(gan: GAN) -> int:
   return int(gan.discriminator.degree) if isinstance(gan.discriminator, Packed) else 1
 
 
+def whole_packs(gan: GAN, n: int) -> int:
+  """`n` rounded up to a multiple of `packing_degree(gan)`."""
+  degree = packing_degree(gan)
+  return -(-n // degree) * degree
+
+
+def _check_unconditional(gan: GAN, what: str) -> None:
+  if gan.conditional:
+    raise ValueError(f"{what} supports unconditional GANs only (this one has "
+                     f"conditioning={gan.conditioning!r}).")
+
+
 @dataclasses.dataclass(frozen=True)
 class RejectionResult:
   """What `rejection_sample` returns.
@@ -139,14 +151,12 @@ def rejection_sample(gan: GAN, state: GANState, key: jax.Array, num: int, *,
     ValueError: a conditional GAN, or bad settings.
     RuntimeError: fewer than `num` samples accepted within `max_draws` draws.
   """
-  if gan.conditional:
-    raise ValueError("rejection_sample supports unconditional GANs only (this one has "
-                     f"conditioning={gan.conditioning!r}).")
+  _check_unconditional(gan, "rejection_sample")
   num = checks.integer(num, "num", 1)
   burn_in = checks.integer(burn_in, "burn_in", 1)
   max_draws = checks.integer(max_draws, "max_draws", 1)
   degree = packing_degree(gan)
-  batch_size = -(-checks.integer(batch_size, "batch_size", 1) // degree) * degree
+  batch_size = whole_packs(gan, checks.integer(batch_size, "batch_size", 1))
   if percentile is not None:
     if gamma:
       raise ValueError(f"Give gamma ({gamma}) or percentile ({percentile}), not both.")
@@ -213,9 +223,7 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
     ValueError: a conditional GAN, bad settings, or a real batch of the wrong shape.
     FloatingPointError: a non-finite loss.
   """
-  if gan.conditional:
-    raise ValueError("calibrate_discriminator supports unconditional GANs only (this one "
-                     f"has conditioning={gan.conditioning!r}).")
+  _check_unconditional(gan, "calibrate_discriminator")
   steps = checks.integer(steps, "steps", 1)
   batch_size = checks.integer(batch_size, "batch_size", 1)
   log_every = checks.integer(log_every, "log_every", 0)
@@ -246,11 +254,11 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
   opt_state = tx.init(params)
   losses = []
 
-  def check(upto):
-    done = np.asarray(jax.device_get(losses[:upto]), np.float64)
+  def fetch(lo, hi):  # losses[lo:hi] on the host, with an error at the first non-finite one
+    done = np.asarray(jax.device_get(losses[lo:hi]), np.float64)
     if not np.all(np.isfinite(done)):
       bad = int(np.argmin(np.isfinite(done)))
-      raise FloatingPointError(f"D's calibration loss is not finite from step {bad} "
+      raise FloatingPointError(f"D's calibration loss is not finite from step {lo + bad} "
                                f"({done[bad]}); lower learning_rate.")
     return done
 
@@ -263,5 +271,5 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
     losses.append(loss)
     if log_every and (i + 1) % log_every == 0 and i + 1 < steps:
       logging.info("D calibration step %d/%d: loss %.4f", i + 1, steps,
-                   check(i + 1)[-log_every:].mean())
-  return state.replace(d=state.d.replace(params=params)), check(steps)
+                   fetch(i + 1 - log_every, i + 1).mean())
+  return state.replace(d=state.d.replace(params=params)), fetch(0, steps)

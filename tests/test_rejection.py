@@ -186,6 +186,8 @@ def test_calibration_refuses_bad_input():
           batch_size=10, log_every=log_every)
     assert len(seen) == calls
   packed = _gan(2)
+  assert [rejection.whole_packs(packed, n) for n in (9, 10)] == [10, 10]
+  assert rejection.whole_packs(gan, 9) == 9
   with pytest.raises(ValueError, match="multiple"):
     rejection.calibrate_discriminator(packed, init_state(packed, key, (1,)), ok, key, steps=1,
                                       batch_size=9)
