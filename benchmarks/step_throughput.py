@@ -22,6 +22,9 @@ ResNet (`gax.models.resnet`, G width 256, D width 128) with hinge loss, spectral
 normalisation of D and Adam(2e-4, 0.0, 0.9). `bfloat16` computes in bf16 with float32
 parameters and optimizer state (Flax `dtype` vs `param_dtype`).
 
+`--conv_impls=auto,xla` adds a row per lowering of the convolutions (`gax.conv`: "xla" is
+Flax's own layers, "auto" gax's per-backend plan), for before/after comparisons.
+
 The batch is random uint8 data already on the device, so this times the step, not the input
 pipeline. Results go to `<out_dir>/step_throughput.json` and `.md`.
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import platform
@@ -51,6 +55,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import optax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
+from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from gax import losses, tricks  # pylint: disable=g-import-not-at-top
 from gax.models.dcgan import DCGANDiscriminator, DCGANGenerator  # pylint: disable=g-import-not-at-top
 from gax.models.resnet import ResNetDiscriminator, ResNetGenerator  # pylint: disable=g-import-not-at-top
@@ -87,6 +92,7 @@ class Result:
   device: str
   torch_img_per_sec: Optional[float] = None
   torch_device: Optional[str] = None
+  conv_impl: str = "auto"
 
   @property
   def torch_ratio(self) -> Optional[float]:
@@ -94,18 +100,21 @@ class Result:
     return self.img_per_sec / self.torch_img_per_sec if self.torch_img_per_sec else None
 
 
-def build_gan(model: str, resolution: int, dtype: str, n_critic: int) -> GAN:
-  """The benchmarked GAN: the paper's DCGAN or the SNGAN-style ResNet."""
+def build_gan(model: str, resolution: int, dtype: str, n_critic: int,
+              conv_impl: str = "auto") -> GAN:
+  """The benchmarked GAN: the paper's DCGAN or the SNGAN-style ResNet, with convolutions
+  lowered by `gax.conv` as `conv_impl` says."""
   dt = DTYPES[dtype]
   if model == "dcgan":
-    g = DCGANGenerator(resolution=resolution, width=64, channels=3, dtype=dt)
-    d = DCGANDiscriminator(resolution=resolution, width=64, dtype=dt)
+    g = DCGANGenerator(resolution=resolution, width=64, channels=3, dtype=dt, conv_impl=conv_impl)
+    d = DCGANDiscriminator(resolution=resolution, width=64, dtype=dt, conv_impl=conv_impl)
     adam = optax.adam(2e-4, b1=0.5, b2=0.999)
     return GAN(g, d, losses.get_loss("non_saturating"), adam, adam, latent_dim=100,
                n_critic=n_critic)
   if model == "resnet":
-    g = ResNetGenerator(resolution=resolution, width=256, channels=3, dtype=dt)
-    d = ResNetDiscriminator(resolution=resolution, width=128, dtype=dt)
+    g = ResNetGenerator(resolution=resolution, width=256, channels=3, dtype=dt,
+                        conv_impl=conv_impl)
+    d = ResNetDiscriminator(resolution=resolution, width=128, dtype=dt, conv_impl=conv_impl)
     adam = optax.adam(2e-4, b1=0.0, b2=0.9)
     return GAN(g, d, losses.get_loss("hinge"), adam, adam, latent_dim=128, n_critic=n_critic,
                hooks=(tricks.SpectralNorm(),))
@@ -140,12 +149,12 @@ def peak_tflops(device_kind: str, dtype: str, override: Optional[float] = None) 
 
 def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
             warmup: int = 3, iters: int = 10, repeats: int = 5,
-            peak_override: Optional[float] = None) -> Result:
+            peak_override: Optional[float] = None, conv_impl: str = "auto") -> Result:
   """Compiles and times one configuration of the train step."""
   if repeats < 1 or iters < 1 or warmup < 0:
     raise ValueError(f"Need repeats >= 1, iters >= 1, warmup >= 0; got {repeats}, {iters}, "
                      f"{warmup}.")
-  gan = build_gan(model, resolution, dtype, n_critic)
+  gan = build_gan(model, resolution, dtype, n_critic, conv_impl)
   shape = (resolution, resolution, 3)
   state = init_state(gan, jax.random.PRNGKey(0), shape)
   batch = jax.device_put(np.random.default_rng(0).integers(
@@ -178,20 +187,21 @@ def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_cri
       peak_mem_gib=_peak_memory_gib(device),
       tflop_per_step=None if flops is None else flops / 1e12,
       mfu=None if flops is None or peak is None else flops / t / (peak * 1e12),
-      device=f"{device.platform}:{device.device_kind}")
+      device=f"{device.platform}:{device.device_kind}", conv_impl=conv_impl)
 
 
 def markdown(results: List[Result]) -> str:
   """The results as a Markdown table."""
   fmt = lambda v, f: "n/a" if v is None else format(v, f)
   torch_cols = any(r.torch_img_per_sec for r in results)
-  head = ("| model | batch | dtype | img/s | ms/step | compile s | peak GiB | TFLOP/step | MFU "
-          "| device |")
+  head = ("| model | batch | dtype | conv | img/s | ms/step | compile s | peak GiB | TFLOP/step "
+          "| MFU | device |")
   if torch_cols:
     head += " PyTorch img/s | gax / PyTorch |"
-  rows = [head, "|" + " --- |" * (12 if torch_cols else 10)]
+  rows = [head, "|" + " --- |" * (13 if torch_cols else 11)]
   for r in results:
     row = (f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
+           f"{r.conv_impl} | "
            f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
            f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
            f"{fmt(r.mfu, '.1%')} | {r.device} |")
@@ -230,6 +240,8 @@ def _define_flags():
   flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
   flags.DEFINE_float("peak_tflops", None, "Override the device's peak TFLOP/s for the MFU.")
   flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON and Markdown go.")
+  flags.DEFINE_list("conv_impls", ["auto"], "How convolutions are lowered, from "
+                    f"{list(conv_lib.IMPLS)} (gax.conv); one row per value.")
   flags.DEFINE_bool("compare_torch", False, "Also time the DCGAN step in eager PyTorch "
                     "(channels-last, bf16 autocast) and report the ratio.")
 
@@ -243,6 +255,9 @@ def main(argv):
   for d in FLAGS.dtypes:
     if d not in DTYPES:
       raise app.UsageError(f"--dtypes: unknown {d!r}; choose from {list(DTYPES)}.")
+  for c in FLAGS.conv_impls:
+    if c not in conv_lib.IMPLS:
+      raise app.UsageError(f"--conv_impls: unknown {c!r}; choose from {list(conv_lib.IMPLS)}.")
   try:
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:
@@ -255,22 +270,24 @@ def main(argv):
       raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
   logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
   results = []
-  total = len(FLAGS.models) * len(batch_sizes) * len(FLAGS.dtypes)
-  for model in FLAGS.models:
-    for bs in batch_sizes:
-      for dtype in FLAGS.dtypes:
-        logging.info("[%d/%d] %s batch %d %s ...", len(results) + 1, total, model, bs, dtype)
-        r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup,
-                    FLAGS.iters, FLAGS.repeats, FLAGS.peak_tflops)
-        logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
-                     r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
-        if torch_dcgan is not None and model == "dcgan":
-          t = torch_dcgan.measure(bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup,
-                                  FLAGS.iters, FLAGS.repeats)
-          r.torch_img_per_sec, r.torch_device = t["img_per_sec"], t["device"]
-          logging.info("  PyTorch: %.0f img/s, %.2f ms/step; gax / PyTorch = %.2fx",
-                       t["img_per_sec"], t["ms_per_step"], r.torch_ratio)
-        results.append(r)
+  runs = list(itertools.product(FLAGS.models, batch_sizes, FLAGS.dtypes, FLAGS.conv_impls))
+  torch_results = {}  # (batch size, dtype) -> PyTorch's timing, shared by the conv_impl rows
+  for i, (model, bs, dtype, impl) in enumerate(runs):
+    logging.info("[%d/%d] %s batch %d %s conv %s ...", i + 1, len(runs), model, bs, dtype, impl)
+    r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup, FLAGS.iters,
+                FLAGS.repeats, FLAGS.peak_tflops, impl)
+    logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
+                 r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
+    if torch_dcgan is not None and model == "dcgan":
+      if (bs, dtype) not in torch_results:
+        torch_results[(bs, dtype)] = torch_dcgan.measure(
+            bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup, FLAGS.iters,
+            FLAGS.repeats)
+      t = torch_results[(bs, dtype)]
+      r.torch_img_per_sec, r.torch_device = t["img_per_sec"], t["device"]
+      logging.info("  PyTorch: %.0f img/s, %.2f ms/step; gax / PyTorch = %.2fx",
+                   t["img_per_sec"], t["ms_per_step"], r.torch_ratio)
+    results.append(r)
   paths = write(results, FLAGS.out_dir)
   print(markdown(results))
   logging.info("Wrote %s and %s", paths["json"], paths["md"])

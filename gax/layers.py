@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from gax import checks
+from gax.conv import Conv
 
 Initializer = Callable[..., jax.Array]
 
@@ -340,6 +341,7 @@ class PixelShuffle(nn.Module):
     kernel_init: base initializer of the convolution kernel.
     icnr: whether to initialise the kernel with `icnr(kernel_init, scale)`.
     dtype: the convolution's compute dtype.
+    conv_impl: how the convolution is lowered (`gax.conv.IMPLS`).
   """
 
   features: int
@@ -349,14 +351,15 @@ class PixelShuffle(nn.Module):
   kernel_init: Initializer = nn.initializers.normal(stddev=0.02)
   icnr: bool = True
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     chex.assert_rank(x, 4)
     r = self.scale
     init = icnr(self.kernel_init, r) if self.icnr else self.kernel_init
-    x = nn.Conv(self.features * r * r, tuple(self.kernel_size), strides=(1, 1), padding="SAME",
-                use_bias=self.use_bias, kernel_init=init, dtype=self.dtype)(x)
+    x = Conv(self.features * r * r, tuple(self.kernel_size), strides=(1, 1), padding="SAME",
+             use_bias=self.use_bias, kernel_init=init, dtype=self.dtype, impl=self.conv_impl)(x)
     return depth_to_space(x, r)
 
 

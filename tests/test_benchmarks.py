@@ -82,3 +82,21 @@ def test_input_pipeline_reports_rates_and_headroom_over_the_step(tmp_path):
   assert "| digits (dcgan_digits.py) | 32 |" in out.stdout
   out = run("--batch_sizes=128", "--num_images=64", f"--out_dir={tmp_path}")
   assert out.returncode != 0 and "must be at least the batch size" in out.stderr
+
+
+def test_conv_impl_rows_and_the_per_layer_profile():
+  r = st.measure("dcgan", 4, "float32", resolution=8, warmup=0, iters=1, repeats=1,
+                 conv_impl="xla")
+  assert r.conv_impl == "xla" and "| xla |" in st.markdown([r])
+  from benchmarks import conv_layers  # pylint: disable=g-import-not-at-top
+  rows = conv_layers.profile("dcgan", 8, 2, repeats=1)
+  # 8x8 DCGAN: G's transposed conv 4x4x64 -> 8x8x3, D's conv 8x8x3 -> 4x4x64 and its last
+  # 4x4 valid conv to one logit; a transposed conv is profiled as the conv it transposes.
+  assert [(r["kind"], r["x"], r["k"]) for r in rows] == [
+      ("ConvTranspose", (2, 8, 8, 3), (4, 4, 3, 64)),
+      ("Conv", (2, 8, 8, 3), (4, 4, 3, 64)),
+      ("Conv", (2, 4, 4, 64), (4, 4, 64, 1))]
+  assert rows[1]["gflop"] == pytest.approx(2 * 2 * 4 * 4 * 4 * 4 * 3 * 64 / 1e9)
+  assert all(v > 0 for row in rows for v in row["gflops"].values())
+  table = conv_layers.markdown(rows)
+  assert table.count("\n") == 1 + len(rows) and table.count("*") == 3 * len(rows)

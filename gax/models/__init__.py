@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gax import checks, noise
+from gax.conv import IMPLS as CONV_IMPLS
 from gax.layers import check_option
 from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
@@ -80,8 +81,8 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
           vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
           minibatch_kernel_dim: int = 5, minibatch_group_size: Optional[int] = None,
           num_classes: int = 0, conditioning: str = "none", g_class_dim: int = 16,
-          d_class_dim: int = 4,
-          class_map_resize: str = "nearest") -> Tuple[nn.Module, nn.Module]:
+          d_class_dim: int = 4, class_map_resize: str = "nearest",
+          conv_impl: str = "auto") -> Tuple[nn.Module, nn.Module]:
   """DCGAN pair for square images of shape `(R, R, C)`, R = 4 * 2^k.
 
   Args:
@@ -108,6 +109,8 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
     g_class_dim: width of G's class embedding appended to z.
     d_class_dim: channels of D's learned 4x4 class map ("concat").
     class_map_resize: "nearest" | "bilinear" resizing of D's class map to the input size.
+    conv_impl: how convolutions are lowered, "auto" | "xla" | "matmul" (`gax.conv`; the
+      parameters are the same for all three).
   """
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
     raise ValueError(f"DCGAN needs square images (H, W, C) with H == W; data has "
@@ -116,6 +119,7 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
   check_option("d_norm", d_norm, D_NORMS)
   check_option("upsample", upsample, UPSAMPLE)
   check_option("downsample", downsample, DOWNSAMPLE)
+  check_option("conv_impl", conv_impl, CONV_IMPLS)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim,
                                  class_map_resize)
@@ -124,13 +128,15 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
   return (DCGANGenerator(resolution=r, width=width, channels=c, axis_name=axis_name, dtype=dt,
                          norm=g_norm, noise_std=float(g_noise_std), dropout=float(g_dropout),
                          upsample=upsample, vbn_reference_size=vbn_reference_size,
-                         vbn_reference_latent=vbn_reference_latent, **g_cond),
+                         vbn_reference_latent=vbn_reference_latent, conv_impl=conv_impl,
+                         **g_cond),
           DCGANDiscriminator(resolution=r, width=width, axis_name=axis_name, dtype=dt,
                              norm=d_norm, downsample=downsample, minibatch=minibatch,
                              minibatch_kernels=minibatch_kernels,
                              minibatch_kernel_dim=minibatch_kernel_dim,
                              minibatch_group_size=minibatch_group_size,
-                             class_map_resize=class_map_resize, **d_cond))
+                             class_map_resize=class_map_resize, conv_impl=conv_impl,
+                             **d_cond))
 
 
 @MODELS.register("mlp")
@@ -182,19 +188,23 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
 
 @MODELS.register("resnet")
 def resnet(data_shape: Sequence[int], axis_name: Optional[str] = None, g_width: int = 256,
-           d_width: int = 128, dtype: str = "float32") -> Tuple[nn.Module, nn.Module]:
+           d_width: int = 128, dtype: str = "float32",
+           conv_impl: str = "auto") -> Tuple[nn.Module, nn.Module]:
   """SNGAN-style ResNet pair (`gax.models.resnet`) for square images `(R, R, C)`, R = 4 * 2^k.
 
   Unconditional, without the layer-trick options; D has no normalisation (pair it with
-  `config.tricks.spectral_norm`).
+  `config.tricks.spectral_norm`). `conv_impl` as for `dcgan`.
   """
+  check_option("conv_impl", conv_impl, CONV_IMPLS)
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
     raise ValueError(f"The ResNet needs square images (H, W, C) with H == W; data has "
                      f"{tuple(data_shape)}.")
   r, _, c = data_shape
   dt = _dtype(dtype)
-  return (ResNetGenerator(resolution=r, width=g_width, channels=c, axis_name=axis_name, dtype=dt),
-          ResNetDiscriminator(resolution=r, width=d_width, axis_name=axis_name, dtype=dt))
+  return (ResNetGenerator(resolution=r, width=g_width, channels=c, axis_name=axis_name, dtype=dt,
+                          conv_impl=conv_impl),
+          ResNetDiscriminator(resolution=r, width=d_width, axis_name=axis_name, dtype=dt,
+                              conv_impl=conv_impl))
 
 
 __all__ = ["MODELS", "CONDITIONING", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",

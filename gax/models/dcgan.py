@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from gax import checks, noise
+from gax.conv import Conv, ConvTranspose, check_impl
 from gax.layers import (GaussianNoise, InstanceNorm, MinibatchDiscrimination, MinibatchStdDev,
                         PixelShuffle, VirtualBatchNorm, check_option)
 from gax.models import conditioning as cond
@@ -208,13 +209,15 @@ class DCGANGenerator(nn.Module):
   num_classes: int = 0
   conditioning: str = "none"
   g_class_dim: int = 16
+  conv_impl: str = "auto"
 
   def _up(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
     if self.upsample == "pixel_shuffle":
       return PixelShuffle(features, scale=2, kernel_size=(3, 3), use_bias=use_bias,
-                          kernel_init=_weight_init, dtype=self.dtype)(x)
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=use_bias,
-                            kernel_init=_weight_init, dtype=self.dtype)(x)
+                          kernel_init=_weight_init, dtype=self.dtype,
+                          conv_impl=self.conv_impl)(x)
+    return ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=use_bias,
+                         kernel_init=_weight_init, dtype=self.dtype, impl=self.conv_impl)(x)
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True,
@@ -222,6 +225,7 @@ class DCGANGenerator(nn.Module):
     chex.assert_rank(z, 2)
     check_option("g_norm", self.norm, G_NORMS)
     check_option("upsample", self.upsample, UPSAMPLE)
+    check_impl(self.conv_impl)
     check_g_regularisers(self, self.noise_std, self.dropout, train)
     k = num_stages(self.resolution)
     z, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
@@ -268,15 +272,16 @@ class DCGANDiscriminator(nn.Module):
   conditioning: str = "none"
   d_class_dim: int = 4
   class_map_resize: str = "nearest"
+  conv_impl: str = "auto"
 
   def _down(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
     if self.downsample == "avg_pool":
-      x = nn.Conv(features, (3, 3), strides=(1, 1), padding="SAME", use_bias=use_bias,
-                  kernel_init=_weight_init, dtype=self.dtype)(x)
+      x = Conv(features, (3, 3), strides=(1, 1), padding="SAME", use_bias=use_bias,
+               kernel_init=_weight_init, dtype=self.dtype, impl=self.conv_impl)(x)
       return nn.avg_pool(x, (2, 2), strides=(2, 2))
     # kernel 4, stride 2, pad 1: exactly halves the resolution
-    return nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=use_bias,
-                   kernel_init=_weight_init, dtype=self.dtype)(x)
+    return Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=use_bias,
+                kernel_init=_weight_init, dtype=self.dtype, impl=self.conv_impl)(x)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True, labels: Optional[jax.Array] = None):
@@ -284,6 +289,7 @@ class DCGANDiscriminator(nn.Module):
     check_option("d_norm", self.norm, D_NORMS)
     check_option("downsample", self.downsample, DOWNSAMPLE)
     check_option("minibatch", self.minibatch, MINIBATCH)
+    check_impl(self.conv_impl)
     cond.check_conditioning(self.num_classes, self.conditioning)
     cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
@@ -310,7 +316,8 @@ class DCGANDiscriminator(nn.Module):
     else:
       if self.minibatch == "stddev":
         x = MinibatchStdDev(self.minibatch_group_size)(x)
-      x = nn.Conv(1, (4, 4), padding="VALID", kernel_init=_weight_init, dtype=self.dtype)(x)
+      x = Conv(1, (4, 4), padding="VALID", kernel_init=_weight_init, dtype=self.dtype,
+               impl=self.conv_impl)(x)
     logits = x.reshape(x.shape[0]).astype(jnp.float32)
     if self.conditioning == "auxiliary":
       return logits, cond.class_head(features, self.num_classes, kernel_init=_weight_init,

@@ -11,6 +11,8 @@ pooling and a dense layer to the logit. At R = 32 this is the paper's CIFAR-10 p
 256, D width 128: 3 up-blocks; 2 down-blocks and 2 plain blocks). D has no normalisation:
 spectral normalisation (`config.tricks.spectral_norm`) is its regulariser in SNGAN.
 
+Convolutions are lowered by `gax.conv` (`conv_impl`, default "auto"), with Flax's parameters.
+
 D sows its pooled features (`intermediates/features`, `[B, d_width]`) for feature matching.
 """
 
@@ -23,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gax.conv import Conv, check_impl
 from gax.models.dcgan import num_stages
 
 _init = nn.initializers.xavier_uniform()
@@ -41,13 +44,14 @@ class _GBlock(nn.Module):
   channels: int
   axis_name: Optional[str]
   dtype: Any
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train):
     bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                               axis_name=self.axis_name, dtype=self.dtype)
-    conv = lambda k: nn.Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
-                             dtype=self.dtype)
+    conv = lambda k: Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
+                          dtype=self.dtype, impl=self.conv_impl)
     h = _upsample(nn.relu(bn()(x)))
     h = conv(3)(h)
     h = conv(3)(nn.relu(bn()(h)))
@@ -59,11 +63,12 @@ class _DBlock(nn.Module):
   downsample: bool
   first: bool
   dtype: Any
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda k: nn.Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
-                             dtype=self.dtype)
+    conv = lambda k: Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
+                          dtype=self.dtype, impl=self.conv_impl)
     h = x if self.first else nn.relu(x)
     h = conv(3)(h)
     h = conv(3)(nn.relu(h))
@@ -88,19 +93,21 @@ class ResNetGenerator(nn.Module):
   channels: int = 3
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     chex.assert_rank(z, 2)
+    check_impl(self.conv_impl)
     k = num_stages(self.resolution)
     x = nn.Dense(4 * 4 * self.width, kernel_init=_init, dtype=self.dtype)(z)
     x = x.reshape(z.shape[0], 4, 4, self.width)
     for _ in range(k):
-      x = _GBlock(self.width, self.axis_name, self.dtype)(x, train)
+      x = _GBlock(self.width, self.axis_name, self.dtype, self.conv_impl)(x, train)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      axis_name=self.axis_name, dtype=self.dtype)(x)
-    x = nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=self.dtype)(
-        nn.relu(x))
+    x = Conv(self.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=self.dtype,
+             impl=self.conv_impl)(nn.relu(x))
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -111,20 +118,24 @@ class ResNetDiscriminator(nn.Module):
   width: int = 128
   axis_name: Optional[str] = None  # unused: D has no batch statistics
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
     chex.assert_rank(x, 4)
+    check_impl(self.conv_impl)
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(f"ResNetDiscriminator built for {self.resolution}x{self.resolution} "
                        f"inputs got {x.shape}.")
     k = num_stages(self.resolution)
     x = x.astype(self.dtype)
     for i in range(max(k - 1, 1)):  # down to 8x8 (to 4x4 for R = 8)
-      x = _DBlock(self.width, downsample=True, first=i == 0, dtype=self.dtype)(x)
+      x = _DBlock(self.width, downsample=True, first=i == 0, dtype=self.dtype,
+                  conv_impl=self.conv_impl)(x)
     for _ in range(2):
-      x = _DBlock(self.width, downsample=False, first=False, dtype=self.dtype)(x)
+      x = _DBlock(self.width, downsample=False, first=False, dtype=self.dtype,
+                  conv_impl=self.conv_impl)(x)
     features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
     self.sow("intermediates", "features", features)
     return nn.Dense(1, kernel_init=_init)(features).reshape(x.shape[0])

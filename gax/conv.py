@@ -1,0 +1,473 @@
+"""2D convolutions lowered by gax for speed on each backend, with Flax's parameters.
+
+A convolution `y = conv(x, k)` (stride s, kernel `[kh, kw, c_in, c_out]`, NHWC) is bilinear,
+and a training step runs three linear maps of it:
+
+  A  the convolution itself, x -> y (a `Conv`'s forward pass; a `ConvTranspose`'s input
+     gradient);
+  B  its transpose in x, dy -> dx (a `Conv`'s input gradient; a `ConvTranspose`'s forward
+     pass, with the kernel flipped and its channel axes swapped);
+  C  its transpose in k, (x, dy) -> dk (both layers' kernel gradient).
+
+XLA:CPU runs some of them far below the machine's matmul speed. Its worst case is C of a
+transposed convolution, which autodiff lowers to a convolution with a dilated input: 5 GFLOP/s
+for the DCGAN generator's layers on a 2-core AVX2 CPU that multiplies matrices at 100-140
+(issue 19 of the project). This module writes each of A, B and C through one of four
+*formulations* of the same linear function, chosen per layer shape, and ties them together
+with a `jax.custom_jvp` whose tangent is `A_b(dx, k) + A_c(x, dk)`: JAX transposes the first
+term in x and the second in k, so reverse mode computes B with formulation `b` and C with
+formulation `c`, while forward mode and any order of differentiation (the R1 and WGAN-GP
+penalties differentiate D twice) keep working. The formulations, all exact:
+
+  native   `lax.conv_general_dilated` as Flax calls it.
+  s2d      space-to-depth: a stride-s convolution is a stride-1 convolution of
+           `space_to_depth(x, s)` (`s * s * c_in` channels) with a kernel of `ceil(k / s)` taps,
+           the original taps regrouped (and zero-padded to a multiple of s). Its transposes are
+           stride-1 convolutions too, with neither input nor kernel dilation.
+  taps     s2d, with the stride-1 convolution as a sum over its taps of shifted-slice x
+           kernel-tap matrix products.
+  im2col   s2d, with the stride-1 convolution as one matrix product of the concatenated
+           shifted slices (the patches) with the kernel reshaped to `[taps * c, c_out]`.
+  patches  im2col of the strided views of x itself (no space-to-depth), contracted with the
+           kernel as `[kh * kw, c_in, c_out]`, so that its transpose in the kernel is one
+           matrix product that yields the gradient in the kernel's own layout.
+
+A `ConvTranspose` is B of the convolution that maps its output shape back to its input shape,
+computed as the linear transpose of one of the formulations, so a transposed convolution
+without the slow lowering is the transpose of an ordinary one (the sub-pixel view of Shi et
+al. 2016: each output phase is an ordinary convolution of the input).
+
+`impl` (`model.conv_impl` in a config) picks the formulations:
+
+  "xla"     plain `lax` convolutions and JAX's own derivatives: exactly Flax's layers.
+  "matmul"  taps/im2col for all three maps.
+  "auto"    on CPU, a per-shape plan measured on the project's 2-core CPU (`cpu_plan`); on
+            every other backend "xla" (native convolutions, which cuDNN and the TPU compiler
+            run well; nothing here was measured faster there).
+
+Parameters (names, shapes, initialisers) and outputs are those of `flax.linen.Conv` and
+`flax.linen.ConvTranspose` for every `impl`, so checkpoints and configs carry over;
+`tests/test_conv.py` checks values and gradients against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+IMPLS = ("auto", "xla", "matmul")
+FORMULATIONS = ("native", "s2d", "taps", "im2col", "patches")
+
+Pads = Tuple[Tuple[int, int], Tuple[int, int]]
+Padding = Union[str, Sequence[Tuple[int, int]]]
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def check_impl(impl: str) -> None:
+  if impl not in IMPLS:
+    raise ValueError(f"Unknown conv_impl {impl!r}; allowed: {', '.join(map(repr, IMPLS))}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The formulation (from `FORMULATIONS`) of each linear map of one convolution.
+
+  Attributes:
+    a: computes A, the convolution x -> y.
+    b: its transpose in x computes B, dy -> dx.
+    c: its transpose in the kernel computes C, (x, dy) -> dk.
+  """
+
+  a: str
+  b: str
+  c: str
+
+  def __post_init__(self):
+    for name in ("a", "b", "c"):
+      if getattr(self, name) not in FORMULATIONS:
+        raise ValueError(f"Plan.{name}: unknown formulation {getattr(self, name)!r}; allowed: "
+                         f"{FORMULATIONS}.")
+
+
+def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int, int],
+             out_hw: Tuple[int, int]) -> Plan:
+  """The plan "auto" uses on CPU for a convolution of `x_shape` by `k_shape` (HWIO).
+
+  From per-map timings of the DCGAN's and the SNGAN ResNet's layers on a 2-core AMD EPYC
+  (AVX2) at batch 32 and 64 (`benchmarks/conv_layers.py` prints them):
+
+  * a 1x1 stride-1 convolution is a matrix product: taps for all three maps;
+  * few input channels after space-to-depth (<= 16, an RGB image's first layer): im2col for
+    all three (XLA's native kernel gradient runs at 12-20 GFLOP/s there, im2col at 60);
+  * large outputs (>= 16x16 positions) with more channels: XLA's native forward convolution
+    and kernel gradient, and the stride-1 s2d form for the input gradient (B), which native
+    lowers with a dilated input;
+  * small outputs: taps for A and C, im2col (col2im) for B, 20-80% above native.
+  """
+  kh, kw, c_in, _ = k_shape
+  sh, sw = strides
+  if kh * kw == 1 and sh * sw == 1:
+    return Plan("taps", "taps", "taps")
+  if sh * sw * c_in <= 16:
+    return Plan("im2col", "im2col", "im2col")
+  if out_hw[0] * out_hw[1] >= 256:
+    return Plan("native", "s2d", "taps")
+  return Plan("taps", "im2col", "taps")
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+
+
+def _same_pads(size: int, k: int, s: int) -> Tuple[int, int]:
+  out = -(-size // s)
+  total = max((out - 1) * s + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def conv_pads(x_hw: Sequence[int], k_hw: Sequence[int], strides: Sequence[int],
+              padding: Padding) -> Pads:
+  """Explicit `((lo, hi), (lo, hi))` padding of `lax.conv_general_dilated`'s `padding`."""
+  if isinstance(padding, str):
+    if padding.upper() == "SAME":
+      return tuple(_same_pads(n, k, s) for n, k, s in zip(x_hw, k_hw, strides))
+    if padding.upper() == "VALID":
+      return ((0, 0), (0, 0))
+    raise ValueError(f"Unsupported padding {padding!r}: 'SAME', 'VALID' or (lo, hi) pairs.")
+  pads = tuple(tuple(int(v) for v in p) for p in padding)
+  if len(pads) != 2 or any(len(p) != 2 for p in pads):
+    raise ValueError(f"padding must be two (lo, hi) pairs for a 2D convolution; got {padding}.")
+  return pads
+
+
+def transpose_pads(k: int, s: int, padding: str) -> Tuple[int, int]:
+  """`lax.conv_transpose`'s padding of the dilated input for "SAME" / "VALID", one axis."""
+  if padding.upper() == "SAME":
+    pad_len = k + s - 2
+    pad_a = k - 1 if s > k - 1 else int(math.ceil(pad_len / 2))
+  elif padding.upper() == "VALID":
+    pad_len = k + s - 2 + max(k - s, 0)
+    pad_a = k - 1
+  else:
+    raise ValueError(f"Unsupported padding {padding!r}: 'SAME', 'VALID' or (lo, hi) pairs.")
+  return pad_a, pad_len - pad_a
+
+
+def out_size(n: int, k: int, s: int, pads: Tuple[int, int]) -> int:
+  return (n + pads[0] + pads[1] - k) // s + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Formulations of A: y = conv(x, k) with stride `strides`, explicit `pads`, NHWC / HWIO.
+
+
+def _space_to_depth(x: jax.Array, k: jax.Array, strides: Tuple[int, int],
+                    pads: Pads) -> Tuple[jax.Array, jax.Array]:
+  """`(xs, ks)` with `conv(x, k, strides, pads) == conv(xs, ks, 1, 'VALID')`.
+
+  x is padded (or cropped) so that each spatial size is s * (out + taps - 1), then reshaped to
+  `[B, H / s, W / s, s * s * C]` with channel `(u * s + v) * C + c` holding `x[s*i + u, s*j + v,
+  c]`; the kernel is zero-padded to `s * ceil(k / s)` taps and regrouped the same way, so
+  `ks[a, b, (u, v, c)] = k[s*a + u, s*b + v, c]`.
+  """
+  b, h, w, c = x.shape
+  kh, kw, _, co = k.shape
+  (sh, sw), ((lh, hh), (lw, hw)) = strides, pads
+  ho, wo = out_size(h, kh, sh, (lh, hh)), out_size(w, kw, sw, (lw, hw))
+  th, tw = -(-kh // sh), -(-kw // sw)  # taps after regrouping
+  hs, ws = ho + th - 1, wo + tw - 1
+  zero = jnp.zeros((), x.dtype)
+  x = lax.pad(x, zero, ((0, 0, 0), (lh, sh * hs - h - lh, 0), (lw, sw * ws - w - lw, 0),
+                        (0, 0, 0)))
+  if sh * sw == 1:
+    return x, k
+  x = x.reshape(b, hs, sh, ws, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hs, ws, sh * sw * c)
+  k = jnp.pad(k, ((0, sh * th - kh), (0, sw * tw - kw), (0, 0), (0, 0)))
+  k = k.reshape(th, sh, tw, sw, c, co).transpose(0, 2, 1, 3, 4, 5).reshape(th, tw, sh * sw * c, co)
+  return x, k
+
+
+def _shifted(xs: jax.Array, th: int, tw: int):
+  """The stride-1 VALID window's shifted views of `xs`, tap (i, j) in row-major order."""
+  _, hs, ws, _ = xs.shape
+  ho, wo = hs - th + 1, ws - tw + 1
+  return [xs[:, i:i + ho, j:j + wo, :] for i in range(th) for j in range(tw)]
+
+
+def _matmul(x: jax.Array, k: jax.Array) -> jax.Array:
+  """`[B, H, W, C] x [C, O] -> [B, H, W, O]` as one 2D matrix product."""
+  b, h, w, c = x.shape
+  return (x.reshape(b * h * w, c) @ k).reshape(b, h, w, k.shape[-1])
+
+
+def _patches_conv(x: jax.Array, k: jax.Array, strides: Tuple[int, int], pads: Pads) -> jax.Array:
+  """im2col without space-to-depth: the `kh * kw` strided views of the padded x stacked as
+  `[B, ho, wo, taps, C]`, contracted with the kernel read as `[taps, C, O]` (a reshape of
+  HWIO). Transposed in the kernel, this is one matrix product whose output *is* the kernel
+  gradient in HWIO, with nothing to reassemble."""
+  b, h, w, c = x.shape
+  kh, kw, _, co = k.shape
+  (sh, sw), ((lh, hh), (lw, hw)) = strides, pads
+  ho, wo = out_size(h, kh, sh, (lh, hh)), out_size(w, kw, sw, (lw, hw))
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lh, hh, 0), (lw, hw, 0), (0, 0, 0)))
+  views = [lax.slice(x, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                     (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  p = jnp.stack(views, axis=3)
+  return lax.dot_general(p, k.reshape(kh * kw, c, co), (((3, 4), (0, 1)), ((), ())))
+
+
+def apply_formulation(name: str, x: jax.Array, k: jax.Array, strides: Tuple[int, int],
+                      pads: Pads) -> jax.Array:
+  """A, the convolution `x * k`, written with formulation `name` (see the module docstring)."""
+  if name == "native":
+    return lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DN)
+  if name == "patches":
+    return _patches_conv(x, k, strides, pads)
+  xs, ks = _space_to_depth(x, k, strides, pads)
+  th, tw, c, co = ks.shape
+  if name == "s2d":
+    return lax.conv_general_dilated(xs, ks, (1, 1), "VALID", dimension_numbers=_DN)
+  views = _shifted(xs, th, tw)
+  if name == "taps":
+    taps = ks.reshape(th * tw, c, co)
+    return functools.reduce(jnp.add, [_matmul(v, taps[t]) for t, v in enumerate(views)])
+  if name == "im2col":
+    patches = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
+    return _matmul(patches, ks.reshape(th * tw * c, co))
+  raise ValueError(f"Unknown formulation {name!r}; allowed: {FORMULATIONS}.")
+
+
+def transpose_in_x(name: str, dy: jax.Array, k: jax.Array, strides: Tuple[int, int],
+                    pads: Pads, x_shape: Tuple[int, ...]) -> jax.Array:
+  """B with formulation `name`: the transpose in x of `apply_formulation(name, ., k)`."""
+  f = lambda x: apply_formulation(name, x, k, strides, pads)
+  (dx,) = jax.linear_transpose(f, jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)
+  return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# The convolution and the transposed convolution with chosen formulations.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv(x: jax.Array, k: jax.Array, strides: Tuple[int, int], pads: Pads,
+          plan: Plan) -> jax.Array:
+  return apply_formulation(plan.a, x, k, strides, pads)
+
+
+def _conv_jvp(strides, pads, plan, primals, tangents):
+  x, k = primals
+  dx, dk = tangents
+  y = _conv(x, k, strides, pads, plan)
+  dy = None
+  if not isinstance(dx, SymbolicZero):
+    dy = apply_formulation(plan.b, dx, k, strides, pads)
+  if not isinstance(dk, SymbolicZero):
+    t = apply_formulation(plan.c, x, dk, strides, pads)
+    dy = t if dy is None else dy + t
+  if dy is None:
+    dy = SymbolicZero(jax.core.get_aval(y).to_tangent_aval())
+  return y, dy
+
+
+_conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_t(y: jax.Array, kt: jax.Array, strides: Tuple[int, int], pads: Pads,
+            x_shape: Tuple[int, ...], plan: Plan) -> jax.Array:
+  """B(y) of the convolution A (kernel `kt`, `x_shape` -> `y.shape`), with formulation b."""
+  return transpose_in_x(plan.b, y, kt, strides, pads, x_shape)
+
+
+def _conv_t_jvp(strides, pads, x_shape, plan, primals, tangents):
+  y, kt = primals
+  dy, dkt = tangents
+  out = _conv_t(y, kt, strides, pads, x_shape, plan)
+  d = None
+  if not isinstance(dy, SymbolicZero):
+    # Transposed (reverse mode), this is A of formulation a: the layer's input gradient.
+    d = transpose_in_x(plan.a, dy, kt, strides, pads, x_shape)
+  if not isinstance(dkt, SymbolicZero):
+    # Linear in dkt; transposed, the kernel gradient C of formulation c. The native
+    # formulation's transpose here is the dilated-input lowering this module avoids.
+    c = "taps" if plan.c == "native" else plan.c
+    t = transpose_in_x(c, y, dkt, strides, pads, x_shape)
+    d = t if d is None else d + t
+  if d is None:
+    d = SymbolicZero(jax.core.get_aval(out).to_tangent_aval())
+  return out, d
+
+
+_conv_t.defjvp(_conv_t_jvp, symbolic_zeros=True)
+
+
+def resolve(impl: str, x_shape, k_shape, strides, out_hw) -> Optional[Plan]:
+  """The plan for `impl` on the default backend, `None` for plain XLA convolutions."""
+  check_impl(impl)
+  if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
+    return None
+  if impl == "matmul":
+    kh, kw = k_shape[:2]
+    if kh * kw == 1 and tuple(strides) == (1, 1):
+      return Plan("taps", "taps", "taps")
+    return Plan("taps", "im2col", "taps")
+  return cpu_plan(x_shape, k_shape, tuple(strides), tuple(out_hw))
+
+
+def _check(x: jax.Array, k: jax.Array, strides: Sequence[int]) -> Tuple[int, int]:
+  if x.ndim != 4 or k.ndim != 4:
+    raise ValueError(f"gax.conv handles 2D convolutions of [B, H, W, C] inputs by [kh, kw, "
+                     f"c_in, c_out] kernels; got {x.shape} and {k.shape}.")
+  strides = tuple(int(s) for s in strides)
+  if len(strides) != 2 or min(strides) < 1:
+    raise ValueError(f"strides must be two positive integers; got {strides}.")
+  return strides
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+         padding: Padding = "SAME", impl: str = "auto") -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, strides, padding)` in NHWC / HWIO / NHWC, with the
+  formulations `impl` picks (module docstring)."""
+  strides = _check(x, kernel, strides)
+  pads = conv_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
+  out_hw = tuple(out_size(n, k, s, p) for n, k, s, p in
+                 zip(x.shape[1:3], kernel.shape[:2], strides, pads))
+  if min(out_hw) < 1:
+    raise ValueError(f"Convolution of {x.shape} by {kernel.shape} with strides {strides} and "
+                     f"padding {pads} has no output positions.")
+  plan = resolve(impl, x.shape, kernel.shape, strides, out_hw)
+  if plan is None:
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
+  return _conv(x, kernel, strides, pads, plan)
+
+
+def transpose_geometry(x_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int],
+                       padding: Padding):
+  """The convolution whose transpose in its input is `conv_transpose(x, k, strides, padding)`.
+
+  Returns `(hi_shape, kt_shape, pads)`: that convolution maps `hi_shape` (the transposed
+  convolution's output shape) to `x_shape` with the kernel `kt = flip(k)` with its channel
+  axes swapped (`kt_shape`) and padding `pads`, `k - 1 - pad` where `lax.conv_transpose` pads
+  the dilated input by `pad` ("SAME" and "VALID" as `lax.conv_transpose` computes them;
+  explicit pairs are that `pad`). `pads` may be negative (cropping) for unusual geometries.
+  """
+  kh, kw, c_in, c_out = k_shape
+  if isinstance(padding, str):
+    tpads = tuple(transpose_pads(k, s, padding) for k, s in zip((kh, kw), strides))
+  else:  # explicit pairs pad the dilated input directly, as in lax.conv_transpose
+    tpads = conv_pads((0, 0), (kh, kw), strides, padding)
+  hw = tuple((n - 1) * s + a + b - k + 2 for n, s, (a, b), k in
+             zip(x_shape[1:3], strides, tpads, (kh, kw)))
+  pads = tuple((k - 1 - a, k - 1 - b) for k, (a, b) in zip((kh, kw), tpads))
+  return (x_shape[0], *hw, c_out), (kh, kw, c_out, c_in), pads, tpads
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+                   padding: Padding = "SAME", impl: str = "auto") -> jax.Array:
+  """`lax.conv_transpose(x, kernel, strides, padding)` (kernel `[kh, kw, c_in, c_out]`, not
+  flipped: `transpose_kernel=False`, as `flax.linen.ConvTranspose` calls it), NHWC, computed
+  as the transpose of a convolution (`transpose_geometry`) with the formulations `impl`
+  picks."""
+  strides = _check(x, kernel, strides)
+  check_impl(impl)
+  hi_shape, kt_shape, pads, tpads = transpose_geometry(x.shape, kernel.shape, strides, padding)
+  plan = None
+  if min(hi_shape[1:3]) >= 1 and min(min(p) for p in pads) >= 0:
+    plan = resolve(impl, hi_shape, kt_shape, strides, x.shape[1:3])
+  if plan is None:
+    # "xla", a non-CPU "auto", or a geometry (cropping pads) the formulations do not cover.
+    return lax.conv_transpose(x, kernel, strides, tpads, dimension_numbers=_DN)
+  kt = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+  return _conv_t(x, kt, strides, pads, hi_shape, plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flax layers.
+
+
+def conv_general_dilated(impl: str = "auto") -> Callable[..., jax.Array]:
+  """A `lax.conv_general_dilated` replacement for `flax.linen.Conv(conv_general_dilated=...)`.
+
+  2D NHWC convolutions without dilation or feature groups go through `conv(..., impl=impl)`;
+  anything else goes to `lax.conv_general_dilated` unchanged.
+  """
+  check_impl(impl)
+  return _FLAX_HOOKS[impl]
+
+
+def _hook(impl: str):
+
+  def conv_general_dilated_(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                            rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                            batch_group_count=1, precision=None, preferred_element_type=None):
+    plain = (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1
+             and batch_group_count == 1 and precision is None and preferred_element_type is None
+             and all(d == 1 for d in (lhs_dilation or (1, 1)))
+             and all(d == 1 for d in (rhs_dilation or (1, 1)))
+             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN))
+    if plain:
+      return conv(lhs, rhs, window_strides, padding, impl)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type)
+
+  conv_general_dilated_.__name__ = f"conv_general_dilated_{impl}"
+  return conv_general_dilated_
+
+
+_FLAX_HOOKS = {impl: _hook(impl) for impl in IMPLS}
+
+
+def Conv(*args, impl: str = "auto", **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
+  """`flax.linen.Conv(*args, **kwargs)` computed by `conv(..., impl=impl)`: the same module
+  (its parameters are named and shaped as always, and it is auto-named `Conv_<i>`)."""
+  return nn.Conv(*args, conv_general_dilated=conv_general_dilated(impl), **kwargs)
+
+
+class ConvTranspose(nn.Module):
+  """`flax.linen.ConvTranspose` (2D, NHWC, `transpose_kernel=False`) computed by
+  `conv_transpose(..., impl=impl)`: the same parameters (`kernel` `[kh, kw, c_in, features]`,
+  `bias` `[features]`), initialisers, dtype promotion and outputs."""
+
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  padding: Padding = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
+  bias_init: Callable[..., jax.Array] = nn.initializers.zeros_init()
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_impl(self.impl)
+    if x.ndim != 4:
+      raise ValueError(f"gax.conv.ConvTranspose takes [B, H, W, C] inputs; got {x.shape}.")
+    kernel_size = tuple(self.kernel_size)
+    kernel = self.param("kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_transpose(x, kernel, self.strides, self.padding, self.impl)
+    if bias is not None:
+      y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+__all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_plan", "conv", "conv_transpose",
+           "transpose_geometry", "transpose_in_x",
+           "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation"]

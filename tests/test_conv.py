@@ -1,0 +1,261 @@
+"""gax.conv: every formulation and plan computes lax's convolution and its derivatives.
+
+The reference is `lax.conv_general_dilated` / `lax.conv_transpose` differentiated by JAX,
+and Flax's own `nn.Conv` / `nn.ConvTranspose` for the layers; checked eagerly, under `jit`,
+under `pmap` over the 4 test CPU devices, in forward mode, and to second order (the R1 and
+WGAN-GP penalties differentiate D's input gradient again).
+"""
+
+import functools
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from gax import conv as conv_lib
+from gax.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gax.models.resnet import ResNetDiscriminator, ResNetGenerator
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+# (x shape, kernel shape, strides, padding): the DCGAN's layers, the ResNet's, and odd ones
+# (uneven strides, a kernel not divisible by its stride, asymmetric explicit padding).
+CONV_CASES = [
+    ((2, 16, 16, 3), (4, 4, 3, 8), (2, 2), ((1, 1), (1, 1))),
+    ((2, 8, 8, 16), (4, 4, 16, 24), (2, 2), ((1, 1), (1, 1))),
+    ((2, 4, 4, 8), (4, 4, 8, 1), (1, 1), "VALID"),
+    ((2, 9, 7, 5), (3, 3, 5, 6), (1, 1), "SAME"),
+    ((2, 8, 8, 5), (1, 1, 5, 6), (1, 1), "SAME"),
+    ((2, 9, 7, 5), (3, 2, 5, 6), (2, 3), "SAME"),
+    ((2, 11, 10, 4), (5, 3, 4, 3), (3, 2), ((2, 1), (0, 2))),
+]
+TRANSPOSE_CASES = [
+    ((2, 4, 4, 16), (4, 4, 16, 8), (2, 2), "SAME"),
+    ((2, 8, 8, 8), (4, 4, 8, 3), (2, 2), "SAME"),
+    ((2, 5, 6, 4), (3, 3, 4, 5), (2, 2), "SAME"),
+    ((2, 5, 6, 4), (3, 3, 4, 5), (2, 2), "VALID"),
+    ((2, 5, 6, 4), (3, 3, 4, 5), (1, 1), "SAME"),
+    ((2, 5, 6, 4), (4, 4, 4, 5), (2, 2), ((1, 2), (2, 1))),
+]
+PLANS = [conv_lib.Plan(f, f, f) for f in conv_lib.FORMULATIONS] + [
+    conv_lib.Plan("native", "s2d", "taps"), conv_lib.Plan("taps", "im2col", "native")]
+
+
+def _arrays(x_shape, k_shape, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.standard_normal(x_shape), jnp.float32),
+          jnp.asarray(rng.standard_normal(k_shape), jnp.float32))
+
+
+def _close(a, b, tol=2e-5):
+  scale = float(jnp.max(jnp.abs(b))) + 1e-6
+  np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=tol, rtol=0)
+
+
+def _ref_conv(x, k, strides, padding):
+  return lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
+
+
+def _value_and_grads(f, x, k, g):
+  y = f(x, k)
+  return (y,) + jax.grad(lambda x, k: jnp.vdot(f(x, k), g), (0, 1))(x, k)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_plans_match_lax_values_and_gradients(case):
+  x_shape, k_shape, strides, padding = case
+  x, k = _arrays(x_shape, k_shape)
+  pads = conv_lib.conv_pads(x_shape[1:3], k_shape[:2], strides, padding)
+  ref = functools.partial(_ref_conv, strides=strides, padding=padding)
+  g = jax.random.normal(jax.random.PRNGKey(1), ref(x, k).shape)
+  want = _value_and_grads(ref, x, k, g)
+  # Every plan in one compiled function (one compilation per geometry), and one plan eagerly.
+  ours = [lambda x, k, plan=plan: conv_lib._conv(x, k, strides, pads, plan)  # pylint: disable=protected-access
+          for plan in PLANS]
+  got = jax.jit(lambda x, k, g: [_value_and_grads(f, x, k, g) for f in ours])(x, k, g)
+  for got_plan in got + [_value_and_grads(ours[-1], x, k, g)]:
+    for a, b in zip(got_plan, want):
+      _close(a, b)
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose_matches_lax_values_and_gradients(case):
+  x_shape, k_shape, strides, padding = case
+  x, k = _arrays(x_shape, k_shape)
+  ref = lambda x, k: lax.conv_transpose(x, k, strides, padding, dimension_numbers=DN)
+  g = jax.random.normal(jax.random.PRNGKey(1), ref(x, k).shape)
+  want = _value_and_grads(ref, x, k, g)
+  ours = [lambda x, k, impl=impl: conv_lib.conv_transpose(x, k, strides, padding, impl)
+          for impl in conv_lib.IMPLS]
+  got = jax.jit(lambda x, k, g: [_value_and_grads(f, x, k, g) for f in ours])(x, k, g)
+  for got_impl in got:
+    for a, b in zip(got_impl, want):
+      _close(a, b)
+
+
+def test_conv_transpose_every_plan_on_the_dcgan_geometry(monkeypatch):
+  # Force each plan through `resolve` so a ConvTranspose runs every formulation as b and a.
+  x, k = _arrays((2, 8, 8, 16), (4, 4, 16, 8))
+  ref = lambda x, k: lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=DN)
+  g = jax.random.normal(jax.random.PRNGKey(1), ref(x, k).shape)
+  want = _value_and_grads(ref, x, k, g)
+  for plan in PLANS:
+    monkeypatch.setattr(conv_lib, "resolve", lambda *a, plan=plan: plan)
+    got = jax.jit(functools.partial(_value_and_grads, lambda x, k: conv_lib.conv_transpose(
+        x, k, (2, 2), "SAME", "auto")))(x, k, g)
+    for a, b in zip(got, want):
+      _close(a, b)
+
+
+def test_forward_mode_matches_lax():
+  x, k = _arrays((2, 8, 8, 16), (4, 4, 16, 24))
+  dx, dk = _arrays((2, 8, 8, 16), (4, 4, 16, 24), seed=3)
+  pads = ((1, 1), (1, 1))
+  want = jax.jvp(lambda x, k: _ref_conv(x, k, (2, 2), pads), (x, k), (dx, dk))
+  for plan in PLANS:
+    got = jax.jvp(lambda x, k, plan=plan: conv_lib._conv(x, k, (2, 2), pads, plan),  # pylint: disable=protected-access
+                  (x, k), (dx, dk))
+    for a, b in zip(got, want):
+      _close(a, b)
+  y, kt = _arrays((2, 4, 4, 16), (4, 4, 16, 8))
+  dy, dkt = _arrays((2, 4, 4, 16), (4, 4, 16, 8), seed=4)
+  ref_t = lambda y, k: lax.conv_transpose(y, k, (2, 2), "SAME", dimension_numbers=DN)
+  got = jax.jvp(lambda y, k: conv_lib.conv_transpose(y, k, (2, 2), "SAME", "matmul"),
+                (y, kt), (dy, dkt))
+  for a, b in zip(got, jax.jvp(ref_t, (y, kt), (dy, dkt))):
+    _close(a, b)
+
+
+def test_second_order_gradient_penalty_matches_lax():
+  # d/dk of ||d/dx sum(tanh(conv(x, k)))||^2: the R1 penalty's shape of computation.
+  x, k = _arrays((2, 8, 8, 4), (4, 4, 4, 8))
+  pads = ((1, 1), (1, 1))
+
+  def penalty(conv_fn, k):
+    grad_x = jax.grad(lambda x: jnp.sum(jnp.tanh(conv_fn(x, k))))(x)
+    return jnp.sum(jnp.square(grad_x))
+
+  want = jax.grad(functools.partial(penalty, lambda x, k: _ref_conv(x, k, (2, 2), pads)))(k)
+  for plan in PLANS:
+    ours = lambda x, k, plan=plan: conv_lib._conv(x, k, (2, 2), pads, plan)  # pylint: disable=protected-access
+    _close(jax.jit(jax.grad(functools.partial(penalty, ours)))(k), want, tol=1e-4)
+
+
+def test_pmap_matches_one_device():
+  n = jax.local_device_count()
+  assert n == 4, "conftest sets 4 CPU devices"
+  x, k = _arrays((n, 2, 8, 8, 16), (4, 4, 16, 8))
+  f = lambda x, k: jax.grad(
+      lambda x, k: jnp.sum(jnp.sin(conv_lib.conv(x, k, (2, 2), ((1, 1), (1, 1)), "auto"))),
+      (0, 1))(x, k)
+  got_x, got_k = jax.pmap(f, in_axes=(0, None))(x, k)
+  ref = lambda x, k: jax.grad(
+      lambda x, k: jnp.sum(jnp.sin(_ref_conv(x, k, (2, 2), ((1, 1), (1, 1))))), (0, 1))(x, k)
+  for i in range(n):
+    want_x, want_k = ref(x[i], k)
+    _close(got_x[i], want_x)
+    _close(got_k[i], want_k)
+
+
+@pytest.mark.parametrize("impl", ["auto", "matmul"])
+def test_flax_layers_match_flax_parameters_and_outputs(impl):
+  x, _ = _arrays((2, 8, 8, 6), (1, 1, 1, 1))
+  key = jax.random.PRNGKey(0)
+  pairs = [
+      (nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))),
+       conv_lib.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), impl=impl)),
+      (nn.Conv(5, (3, 3), padding="SAME", use_bias=False),
+       conv_lib.Conv(5, (3, 3), padding="SAME", use_bias=False, impl=impl)),
+      (nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME"),
+       conv_lib.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", impl=impl)),
+      (nn.ConvTranspose(5, (3, 3), strides=(2, 2), padding="VALID", use_bias=False),
+       conv_lib.ConvTranspose(5, (3, 3), strides=(2, 2), padding="VALID", use_bias=False,
+                              impl=impl)),
+  ]
+  for theirs, ours in pairs:
+    p_theirs, p_ours = theirs.init(key, x), ours.init(key, x)
+    assert jax.tree.structure(p_theirs) == jax.tree.structure(p_ours)
+    for a, b in zip(jax.tree.leaves(p_theirs), jax.tree.leaves(p_ours)):
+      np.testing.assert_array_equal(a, b)
+    loss = lambda m, p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+    both = jax.jit(lambda p, x: [(m.apply(p, x), jax.grad(functools.partial(loss, m), (0, 1))(
+        p, x)) for m in (ours, theirs)])
+    got, want = both(p_theirs, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      _close(a, b)
+
+
+def test_flax_layer_names_are_flax_names():
+  class Net(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      x = conv_lib.Conv(4, (3, 3))(x)
+      return conv_lib.ConvTranspose(4, (4, 4), strides=(2, 2))(x)
+
+  params = Net().init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))["params"]
+  assert set(params) == {"Conv_0", "ConvTranspose_0"}
+
+
+@pytest.mark.parametrize("model", ["dcgan", "resnet"])
+def test_models_same_parameters_and_close_outputs_for_every_impl(model):
+  if model == "dcgan":
+    make_g = lambda impl: DCGANGenerator(resolution=16, width=8, channels=3, conv_impl=impl)
+    make_d = lambda impl: DCGANDiscriminator(resolution=16, width=8, conv_impl=impl)
+  else:
+    make_g = lambda impl: ResNetGenerator(resolution=8, width=16, channels=3, conv_impl=impl)
+    make_d = lambda impl: ResNetDiscriminator(resolution=8, width=16, conv_impl=impl)
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, 100))
+  x = jax.random.uniform(jax.random.PRNGKey(2), (4, 16 if model == "dcgan" else 8,
+                                                  16 if model == "dcgan" else 8, 3), minval=-1)
+  ref_g, ref_d = make_g("xla"), make_d("xla")
+  vg, vd = ref_g.init(jax.random.PRNGKey(0), z), ref_d.init(jax.random.PRNGKey(0), x)
+
+  def losses(g, d, vg, vd):
+    def f(vg, vd, x):
+      fake, _ = g.apply(vg, z, mutable=["batch_stats"])
+      out, _ = d.apply(vd, jnp.concatenate([fake, x]), mutable=["batch_stats"])
+      return jnp.sum(jax.nn.softplus(out))
+    return jax.value_and_grad(f, (0, 1, 2))(vg, vd, x)
+
+  want = jax.jit(functools.partial(losses, ref_g, ref_d))(vg, vd)
+  for impl in ("auto",):
+    g, d = make_g(impl), make_d(impl)
+    for m, inputs, v in ((g, z, vg), (d, x, vd)):
+      shapes = jax.eval_shape(m.init, jax.random.PRNGKey(0), inputs)
+      assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, v)
+    got = jax.jit(functools.partial(losses, g, d))(vg, vd)
+    # Absolute tolerance: the gradient of a conv bias in front of batch norm is zero up to
+    # rounding, so a per-leaf relative comparison would compare rounding noise.
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_auto_uses_the_plan_on_cpu_and_xla_uses_lax():
+  x, k = _arrays((2, 8, 8, 16), (4, 4, 16, 8))
+  f = lambda impl: jax.make_jaxpr(
+      lambda x, k: conv_lib.conv(x, k, (2, 2), ((1, 1), (1, 1)), impl))(x, k)
+  assert "custom_jvp_call" in str(f("auto"))
+  assert "custom_jvp_call" not in str(f("xla"))
+  assert conv_lib.resolve("xla", x.shape, k.shape, (2, 2), (4, 4)) is None
+
+
+def test_bad_input_is_refused():
+  x, k = _arrays((2, 8, 8, 4), (3, 3, 4, 4))
+  with pytest.raises(ValueError, match="conv_impl"):
+    conv_lib.conv(x, k, impl="fast")
+  with pytest.raises(ValueError, match="conv_impl"):
+    DCGANGenerator(resolution=8, width=4, conv_impl="fast").init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 10)))
+  with pytest.raises(ValueError, match="2D convolutions"):
+    conv_lib.conv(x[0], k)
+  with pytest.raises(ValueError, match="no output positions"):
+    conv_lib.conv(x, jnp.zeros((9, 9, 4, 4)), padding="VALID")
+  with pytest.raises(ValueError, match="formulation"):
+    conv_lib.Plan("native", "fft", "taps")
+  with pytest.raises(ValueError, match="padding"):
+    conv_lib.conv(x, k, padding="CIRCLE")
