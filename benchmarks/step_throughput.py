@@ -22,6 +22,13 @@ ResNet (`gax.models.resnet`, G width 256, D width 128) with hinge loss, spectral
 normalisation of D and Adam(2e-4, 0.0, 0.9). `bfloat16` computes in bf16 with float32
 parameters and optimizer state (Flax `dtype` vs `param_dtype`).
 
+`mlp` is gax's 3 x 128 MLP pair on the 2D ring (float32; "img/s" counts its points).
+`--trainer` also runs each row's config (`benchmark_config`, from which the bare step is
+built too) through `gax.trainer.train` for `--trainer_steps` steps (evaluation, samples and
+checkpoints off; random uint8 images from a temporary `.npy` for the image models) and
+reports the median steps/s it logs after its first interval, and that over the bare step's
+steps/s: the training loop's overhead as a number.
+
 `--conv_impls=auto,xla` adds a row per lowering of the convolutions (`gax.conv`: "xla" is
 Flax's own layers, "auto" gax's per-backend plan), for before/after comparisons.
 
@@ -42,26 +49,28 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
-import optax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
-from gax import losses, tricks  # pylint: disable=g-import-not-at-top
-from gax.models.dcgan import DCGANDiscriminator, DCGANGenerator  # pylint: disable=g-import-not-at-top
-from gax.models.resnet import ResNetDiscriminator, ResNetGenerator  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
+
+from benchmarks import variants  # pylint: disable=g-import-not-at-top
+from gax import builders, trainer  # pylint: disable=g-import-not-at-top
 from gax.steps import GAN, init_state, train_step  # pylint: disable=g-import-not-at-top
 
-MODELS = ("dcgan", "resnet")
+MODELS = ("dcgan", "resnet", "mlp")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # Dense peak TFLOP/s by device kind (substring of `device.device_kind`) and compute dtype,
@@ -93,32 +102,100 @@ class Result:
   torch_img_per_sec: Optional[float] = None
   torch_device: Optional[str] = None
   conv_impl: str = "auto"
+  trainer_steps_per_sec: Optional[float] = None
 
   @property
   def torch_ratio(self) -> Optional[float]:
     """gax img/s over PyTorch img/s (with `--compare_torch`)."""
     return self.img_per_sec / self.torch_img_per_sec if self.torch_img_per_sec else None
 
+  @property
+  def trainer_ratio(self) -> Optional[float]:
+    """`gax.trainer.train`'s steps/s over the bare step's (with `--trainer`)."""
+    if not self.trainer_steps_per_sec:
+      return None
+    return self.trainer_steps_per_sec * self.ms_per_step / 1e3
+
+
+def measure_trainer(model: str, batch_size: int, dtype: str, resolution: int, n_critic: int,
+                    conv_impl: str, steps: int, log_every: int, workdir: str) -> float:
+  """Median steps/s that `gax.trainer.train` logs for `benchmark_config` over `steps` steps
+  in `workdir` (log intervals after the first, which includes compilation)."""
+  if steps < 3 * log_every or log_every < 1:
+    raise ValueError(f"--trainer_steps ({steps}) must be at least 3 x --trainer_log_every "
+                     f"({log_every}) >= 1: the first log interval (compilation) is dropped.")
+  cfg = benchmark_config(model, resolution, batch_size, dtype, n_critic, conv_impl)
+  os.makedirs(workdir, exist_ok=True)
+  if model != "mlp":
+    path = os.path.join(workdir, "images.npy")
+    np.save(path, np.random.default_rng(0).integers(
+        0, 256, (4 * batch_size, *data_shape(model, resolution)), dtype=np.uint8))
+    cfg.data.path = path
+  cfg.train.steps, cfg.train.log_every = steps, log_every
+  run_dir = os.path.join(workdir, f"run_{model}_{batch_size}_{dtype}_{conv_impl}")
+  if os.path.exists(run_dir):
+    shutil.rmtree(run_dir)
+  trainer.train(cfg, run_dir)
+  with open(os.path.join(run_dir, trainer.METRICS_FILE)) as f:
+    rates = [json.loads(line)["steps_per_sec"] for line in f if line.strip()]
+  if len(rates) < 3:
+    raise RuntimeError(f"The trainer logged {len(rates)} intervals in {run_dir}; need >= 3.")
+  return statistics.median(rates[1:])
+
+
+def benchmark_config(model: str, resolution: int, batch_size: int, dtype: str = "float32",
+                     n_critic: int = 1, conv_impl: str = "auto") -> ml_collections.ConfigDict:
+  """The trainer config of a benchmarked model (the bare step is built from it too).
+
+  `dcgan`: the paper's DCGAN (nz=100, width 64), non-saturating loss, Adam(2e-4, 0.5);
+  `resnet`: the SNGAN-style ResNet (G width 256, D width 128), hinge loss, spectral norm of
+  D, Adam(2e-4, 0.0, 0.9); `mlp`: gax's 3 x 128 MLPs on the 8-Gaussian ring with z of
+  dimension 64 (`benchmarks/variants.mixture_config`, the mode-coverage runs' networks),
+  float32 only. Image models read random uint8 images (`data.name="array"`, path set by the
+  caller); the MLP reads the ring.
+  """
+  if model not in MODELS:
+    raise ValueError(f"Unknown model {model!r}; choose from {MODELS}.")
+  if dtype not in DTYPES:
+    raise ValueError(f"Unknown dtype {dtype!r}; choose from {list(DTYPES)}.")
+  if model == "mlp":
+    if dtype != "float32":
+      raise ValueError("The MLP model computes in float32 only; got dtype {dtype!r}.")
+    c = variants.mixture_config("ring", steps=1000, batch_size=batch_size)
+  else:
+    c = builders.base_config()
+    c.data = {"name": "array", "batch_size": batch_size, "path": ""}
+    c.train.num_samples = 16
+  if model == "dcgan":
+    c.model = {"name": "dcgan", "width": 64, "dtype": dtype, "conv_impl": conv_impl}
+    c.latent.dim = 100
+    c.loss = "non_saturating"
+  elif model == "resnet":
+    c.model = {"name": "resnet", "g_width": 256, "d_width": 128, "dtype": dtype,
+               "conv_impl": conv_impl}
+    c.latent.dim = 128
+    c.loss = "hinge"
+    c.tricks.spectral_norm.enabled = True
+    for player in ("g", "d"):
+      c.optimizer[player].b1, c.optimizer[player].b2 = 0.0, 0.9
+  c.n_critic = n_critic
+  # Nothing but training and its log lines: no evaluation, sample grids or checkpoints.
+  c.eval.every = -1
+  c.train.sample_every = 0
+  c.train.checkpoint_every = 0
+  return c
+
+
+def data_shape(model: str, resolution: int) -> Tuple[int, ...]:
+  return (2,) if model == "mlp" else (resolution, resolution, 3)
+
 
 def build_gan(model: str, resolution: int, dtype: str, n_critic: int,
               conv_impl: str = "auto") -> GAN:
-  """The benchmarked GAN: the paper's DCGAN or the SNGAN-style ResNet, with convolutions
-  lowered by `gax.conv` as `conv_impl` says."""
-  dt = DTYPES[dtype]
-  if model == "dcgan":
-    g = DCGANGenerator(resolution=resolution, width=64, channels=3, dtype=dt, conv_impl=conv_impl)
-    d = DCGANDiscriminator(resolution=resolution, width=64, dtype=dt, conv_impl=conv_impl)
-    adam = optax.adam(2e-4, b1=0.5, b2=0.999)
-    return GAN(g, d, losses.get_loss("non_saturating"), adam, adam, latent_dim=100,
-               n_critic=n_critic)
-  if model == "resnet":
-    g = ResNetGenerator(resolution=resolution, width=256, channels=3, dtype=dt,
-                        conv_impl=conv_impl)
-    d = ResNetDiscriminator(resolution=resolution, width=128, dtype=dt, conv_impl=conv_impl)
-    adam = optax.adam(2e-4, b1=0.0, b2=0.9)
-    return GAN(g, d, losses.get_loss("hinge"), adam, adam, latent_dim=128, n_critic=n_critic,
-               hooks=(tricks.SpectralNorm(),))
-  raise ValueError(f"Unknown model {model!r}; choose from {MODELS}.")
+  """The benchmarked GAN (`benchmark_config`), with convolutions lowered by `gax.conv` as
+  `conv_impl` says."""
+  cfg = benchmark_config(model, resolution, 1, dtype, n_critic, conv_impl)
+  return builders.build_gan(cfg, data_shape(model, resolution))
 
 
 def _flops(compiled: Any) -> Optional[float]:
@@ -155,10 +232,14 @@ def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_cri
     raise ValueError(f"Need repeats >= 1, iters >= 1, warmup >= 0; got {repeats}, {iters}, "
                      f"{warmup}.")
   gan = build_gan(model, resolution, dtype, n_critic, conv_impl)
-  shape = (resolution, resolution, 3)
+  shape = data_shape(model, resolution)
   state = init_state(gan, jax.random.PRNGKey(0), shape)
-  batch = jax.device_put(np.random.default_rng(0).integers(
-      0, 256, (n_critic, batch_size, *shape), dtype=np.uint8))
+  rng = np.random.default_rng(0)
+  if model == "mlp":
+    batch = rng.standard_normal((n_critic, batch_size, *shape)).astype(np.float32)
+  else:
+    batch = rng.integers(0, 256, (n_critic, batch_size, *shape), dtype=np.uint8)
+  batch = jax.device_put(batch)
   lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(state, batch)
   t0 = time.perf_counter()
   step = lowered.compile()
@@ -194,13 +275,17 @@ def markdown(results: List[Result]) -> str:
   """The results as a Markdown table."""
   fmt = lambda v, f: "n/a" if v is None else format(v, f)
   torch_cols = any(r.torch_img_per_sec for r in results)
+  trainer_cols = any(r.trainer_steps_per_sec for r in results)
   head = ("| model | batch | dtype | conv | img/s | ms/step | compile s | peak GiB | TFLOP/step "
           "| MFU | device |")
   if torch_cols:
     head += " PyTorch img/s | gax / PyTorch |"
-  rows = [head, "|" + " --- |" * (13 if torch_cols else 11)]
+  if trainer_cols:
+    head += " trainer steps/s | trainer / step |"
+  rows = [head, "|" + " --- |" * (11 + 2 * torch_cols + 2 * trainer_cols)]
   for r in results:
-    row = (f"| {r.model} {r.resolution}x{r.resolution} | {r.batch_size} | {r.dtype} | "
+    shape = "2D" if r.model == "mlp" else f"{r.resolution}x{r.resolution}"
+    row = (f"| {r.model} {shape} | {r.batch_size} | {r.dtype} | "
            f"{r.conv_impl} | "
            f"{r.img_per_sec:,.0f} | {r.ms_per_step:.2f} | {r.compile_s:.1f} | "
            f"{fmt(r.peak_mem_gib, '.2f')} | {fmt(r.tflop_per_step, '.3f')} | "
@@ -208,6 +293,8 @@ def markdown(results: List[Result]) -> str:
     if torch_cols:
       row += (f" {fmt(r.torch_img_per_sec, ',.0f')} | "
               f"{fmt(r.torch_ratio, '.2f')}{'x' if r.torch_ratio else ''} |")
+    if trainer_cols:
+      row += (f" {fmt(r.trainer_steps_per_sec, ',.1f')} | {fmt(r.trainer_ratio, '.2f')} |")
     rows.append(row)
   return "\n".join(rows)
 
@@ -220,7 +307,8 @@ def write(results: List[Result], out_dir: str) -> Dict[str, str]:
           "host": platform.node(), "python": platform.python_version()}
   with open(paths["json"], "w") as f:
     json.dump({"meta": meta, "results": [
-        {**dataclasses.asdict(r), "torch_ratio": r.torch_ratio} for r in results]}, f, indent=2)
+        {**dataclasses.asdict(r), "torch_ratio": r.torch_ratio, "trainer_ratio": r.trainer_ratio}
+        for r in results]}, f, indent=2)
   with open(paths["md"], "w") as f:
     f.write(markdown(results) + "\n")
   return paths
@@ -242,6 +330,12 @@ def _define_flags():
   flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON and Markdown go.")
   flags.DEFINE_list("conv_impls", ["auto"], "How convolutions are lowered, from "
                     f"{list(conv_lib.IMPLS)} (gax.conv); one row per value.")
+  flags.DEFINE_bool("trainer", False, "Also run each row's config through gax.trainer.train "
+                    "and report its logged steps/s and the ratio to the bare step.")
+  flags.DEFINE_integer("trainer_steps", 60, "Steps of each --trainer run.")
+  flags.DEFINE_integer("trainer_log_every", 10, "Log interval of each --trainer run.")
+  flags.DEFINE_string("trainer_workdir", None, "Where --trainer runs go (default: a temporary "
+                      "directory, removed afterwards).")
   flags.DEFINE_bool("compare_torch", False, "Also time the DCGAN step in eager PyTorch "
                     "(channels-last, bf16 autocast) and report the ratio.")
 
@@ -270,7 +364,16 @@ def main(argv):
       raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
   logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
   results = []
-  runs = list(itertools.product(FLAGS.models, batch_sizes, FLAGS.dtypes, FLAGS.conv_impls))
+  runs = []
+  for model, bs, dtype, impl in itertools.product(FLAGS.models, batch_sizes, FLAGS.dtypes,
+                                                  FLAGS.conv_impls):
+    if model == "mlp" and (dtype != "float32" or impl != FLAGS.conv_impls[0]):
+      logging.warning("Skipping mlp with dtype %s / conv_impl %s: the MLP computes in float32 "
+                      "and has no convolutions.", dtype, impl)
+      continue
+    runs.append((model, bs, dtype, impl))
+  trainer_dir = FLAGS.trainer_workdir or (tempfile.mkdtemp(prefix="gax_step_throughput_")
+                                          if FLAGS.trainer else None)
   torch_results = {}  # (batch size, dtype) -> PyTorch's timing, shared by the conv_impl rows
   for i, (model, bs, dtype, impl) in enumerate(runs):
     logging.info("[%d/%d] %s batch %d %s conv %s ...", i + 1, len(runs), model, bs, dtype, impl)
@@ -287,7 +390,15 @@ def main(argv):
       r.torch_img_per_sec, r.torch_device = t["img_per_sec"], t["device"]
       logging.info("  PyTorch: %.0f img/s, %.2f ms/step; gax / PyTorch = %.2fx",
                    t["img_per_sec"], t["ms_per_step"], r.torch_ratio)
+    if FLAGS.trainer:
+      r.trainer_steps_per_sec = measure_trainer(
+          model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, impl, FLAGS.trainer_steps,
+          FLAGS.trainer_log_every, trainer_dir)
+      logging.info("  trainer: %.1f steps/s, %.2f of the bare step", r.trainer_steps_per_sec,
+                   r.trainer_ratio)
     results.append(r)
+  if FLAGS.trainer and not FLAGS.trainer_workdir:
+    shutil.rmtree(trainer_dir, ignore_errors=True)
   paths = write(results, FLAGS.out_dir)
   print(markdown(results))
   logging.info("Wrote %s and %s", paths["json"], paths["md"])

@@ -103,15 +103,24 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
   """The plan "auto" uses on CPU for a convolution of `x_shape` by `k_shape` (HWIO).
 
   From per-map timings of the DCGAN's and the SNGAN ResNet's layers on a 2-core AMD EPYC
-  (AVX2) at batch 32 and 64 (`benchmarks/conv_layers.py` prints them):
+  (AVX2) at batch 32 and 64 (`benchmarks/conv_layers.py` prints them), then whole-step A/B
+  timings of the candidates for the kernel gradient:
 
   * a 1x1 stride-1 convolution is a matrix product: taps for all three maps;
   * few input channels after space-to-depth (<= 16, an RGB image's first layer): im2col for
-    all three (XLA's native kernel gradient runs at 12-20 GFLOP/s there, im2col at 60);
-  * large outputs (>= 16x16 positions) with more channels: XLA's native forward convolution
-    and kernel gradient, and the stride-1 s2d form for the input gradient (B), which native
-    lowers with a dilated input;
-  * small outputs: taps for A and C, im2col (col2im) for B, 20-80% above native.
+    all three (XLA's native kernel gradient runs at 5-20 GFLOP/s there, im2col at 50-65);
+  * few output channels (<= 16, an RGB image's last layer): a matrix product with so few
+    columns runs at 1-3 GFLOP/s, so native convolutions (stride-1 s2d for B);
+  * large outputs (>= 16x16 positions) with more channels: XLA's native forward convolution,
+    the stride-1 s2d form for the input gradient (B), which native lowers with a dilated
+    input at 40-50 GFLOP/s, and for the kernel gradient (native: 20-70) patches when strided,
+    taps (60-100) when not;
+  * small outputs: taps for A, im2col (col2im) for B and C, 20-80% above native.
+
+  The kernel gradient's form matters beyond its own speed: its pieces are reassembled into
+  the kernel's layout, and XLA:CPU fuses that reassembly into each of the optimizer's
+  elementwise updates (four for Adam) rather than materialising it once, so the forms whose
+  gradient leaves one matrix product in (nearly) the kernel's layout win in the full step.
   """
   kh, kw, c_in, _ = k_shape
   sh, sw = strides
@@ -119,9 +128,11 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
     return Plan("taps", "taps", "taps")
   if sh * sw * c_in <= 16:
     return Plan("im2col", "im2col", "im2col")
+  if k_shape[-1] <= 16:
+    return Plan("native", "s2d", "native")
   if out_hw[0] * out_hw[1] >= 256:
-    return Plan("native", "s2d", "taps")
-  return Plan("taps", "im2col", "taps")
+    return Plan("native", "s2d", "patches" if sh * sw > 1 else "taps")
+  return Plan("taps", "im2col", "im2col")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,3 +100,22 @@ def test_conv_impl_rows_and_the_per_layer_profile():
   assert all(v > 0 for row in rows for v in row["gflops"].values())
   table = conv_layers.markdown(rows)
   assert table.count("\n") == 1 + len(rows) and table.count("*") == 3 * len(rows)
+
+
+def test_trainer_mode_times_the_same_config_through_the_training_loop(tmp_path):
+  for model, bs in (("mlp", 16), ("dcgan", 4)):
+    r = st.measure(model, bs, "float32", resolution=8, warmup=1, iters=2, repeats=2)
+    r.trainer_steps_per_sec = st.measure_trainer(model, bs, "float32", 8, 1, "auto", steps=6,
+                                                 log_every=2, workdir=str(tmp_path))
+    assert r.trainer_steps_per_sec > 0
+    assert r.trainer_ratio == pytest.approx(r.trainer_steps_per_sec * r.ms_per_step / 1e3)
+    run = tmp_path / f"run_{model}_{bs}_float32_auto"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [2, 4, 6]
+    assert not (run / "checkpoints").exists() or not os.listdir(run / "checkpoints")
+    assert "| trainer steps/s | trainer / step |" in st.markdown([r])
+  with pytest.raises(ValueError, match="at least 3 x"):
+    st.measure_trainer("mlp", 16, "float32", 8, 1, "auto", steps=4, log_every=2,
+                       workdir=str(tmp_path))
+  with pytest.raises(ValueError, match="float32 only"):
+    st.benchmark_config("mlp", 8, 16, "bfloat16")

@@ -10,7 +10,7 @@ from gax.builders import base_config
 def get_config():
   c = base_config()
   c.data = {"name": "digits", "batch_size": 64, "image_size": 16}
-  c.model = {"name": "dcgan", "width": 32, "dtype": "float32"}
+  c.model = {"name": "dcgan", "width": 32, "dtype": "float32", "conv_impl": "auto"}
   c.latent.dim = 100
   c.latent.distribution = "gaussian"
   c.loss = "non_saturating"

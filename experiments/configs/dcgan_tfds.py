@@ -29,7 +29,7 @@ def get_config(dataset: str = "mnist"):
   c.data = {"name": "tfds", "dataset": dataset, "data_dir": "", "split": "train",
             "batch_size": 64, "image_size": size, "crop": crop, "cache": False,
             "labels": labelled}
-  c.model = {"name": "dcgan", "width": 64, "dtype": "float32"}
+  c.model = {"name": "dcgan", "width": 64, "dtype": "float32", "conv_impl": "auto"}
   c.latent.dim = 100
   c.loss = "non_saturating"
   c.train.steps = 20000
