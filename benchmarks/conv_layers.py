@@ -12,8 +12,11 @@ three linear maps a step runs (see `gax.conv`):
 
 Each cell is GFLOP/s (2 * MACs of the map / the best of `--repeats` timed calls of the
 jitted map); `*` marks the formulation the "auto" plan of this backend picks (for a
-ConvTranspose's C, a plan's "native" runs as "taps", `gax.conv` explains why). `xla` is the
-map as `jax.grad` of Flax's own layer lowers it. Results go to
+ConvTranspose's C, a plan's "native" runs as "taps", `gax.conv` explains why). `xla` is
+`lax.conv_general_dilated` of the row's convolution and JAX's own transposes of it, i.e. a
+Conv layer as Flax lowers it; Flax's ConvTranspose lowers its maps differently (its forward
+as a convolution of the dilated input, its kernel gradient the slowest case of all), which
+`step_throughput.py --conv_impls=xla` measures in the whole step. Results go to
 `<out_dir>/conv_layers_<model>_<resolution>_<batch>.md`.
 """
 

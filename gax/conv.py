@@ -12,7 +12,7 @@ and a training step runs three linear maps of it:
 XLA:CPU runs some of them far below the machine's matmul speed. Its worst case is C of a
 transposed convolution, which autodiff lowers to a convolution with a dilated input: 5 GFLOP/s
 for the DCGAN generator's layers on a 2-core AVX2 CPU that multiplies matrices at 100-140
-(issue 19 of the project). This module writes each of A, B and C through one of four
+(issue 19 of the project). This module writes each of A, B and C through one of five
 *formulations* of the same linear function, chosen per layer shape, and ties them together
 with a `jax.custom_jvp` whose tangent is `A_b(dx, k) + A_c(x, dk)`: JAX transposes the first
 term in x and the second in k, so reverse mode computes B with formulation `b` and C with
@@ -40,7 +40,7 @@ al. 2016: each output phase is an ordinary convolution of the input).
 `impl` (`model.conv_impl` in a config) picks the formulations:
 
   "xla"     plain `lax` convolutions and JAX's own derivatives: exactly Flax's layers.
-  "matmul"  taps/im2col for all three maps.
+  "matmul"  taps for A and C, im2col (col2im) for B, whatever the shape.
   "auto"    on CPU, a per-shape plan measured on the project's 2-core CPU (`cpu_plan`); on
             every other backend "xla" (native convolutions, which cuDNN and the TPU compiler
             run well; nothing here was measured faster there).
