@@ -37,8 +37,9 @@ pipeline. Results go to `<out_dir>/step_throughput.json` and `.md`.
 
 `--compare_torch` also times the same DCGAN and update in eager PyTorch
 (`benchmarks/torch_dcgan.py`: channels-last, `torch.autocast` bf16 for `bfloat16`) on the
-same batch size in the same process, and adds its img/s and the ratio gax / PyTorch to the
-table (DCGAN rows only; needs `pip install torch`).
+same batch size in the same process, one PyTorch repeat after each gax repeat (so that a
+drift in the machine's speed reaches both), and adds its img/s and the ratio gax / PyTorch
+to the table (DCGAN rows only; needs `pip install torch`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -224,51 +225,80 @@ def peak_tflops(device_kind: str, dtype: str, override: Optional[float] = None) 
   return None
 
 
-def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
-            warmup: int = 3, iters: int = 10, repeats: int = 5,
-            peak_override: Optional[float] = None, conv_impl: str = "auto") -> Result:
-  """Compiles and times one configuration of the train step."""
-  if repeats < 1 or iters < 1 or warmup < 0:
-    raise ValueError(f"Need repeats >= 1, iters >= 1, warmup >= 0; got {repeats}, {iters}, "
-                     f"{warmup}.")
-  gan = build_gan(model, resolution, dtype, n_critic, conv_impl)
-  shape = data_shape(model, resolution)
-  state = init_state(gan, jax.random.PRNGKey(0), shape)
-  rng = np.random.default_rng(0)
-  if model == "mlp":
-    batch = rng.standard_normal((n_critic, batch_size, *shape)).astype(np.float32)
-  else:
-    batch = rng.integers(0, 256, (n_critic, batch_size, *shape), dtype=np.uint8)
-  batch = jax.device_put(batch)
-  lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(state, batch)
-  t0 = time.perf_counter()
-  step = lowered.compile()
-  compile_s = time.perf_counter() - t0
-  flops = _flops(step)
+class Timer:
+  """Compiles one configuration of the train step (state donated) and runs its warm-up
+  steps; each `repeat(iters)` times `iters` steps, synchronised at the end, and returns
+  seconds per step; `result(times)` is the `Result` of those repeats."""
 
-  for _ in range(warmup):
-    state, _ = step(state, batch)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(repeats):
+  def __init__(self, model: str, batch_size: int, dtype: str, resolution: int = 64,
+               n_critic: int = 1, warmup: int = 3, peak_override: Optional[float] = None,
+               conv_impl: str = "auto"):
+    if warmup < 0:
+      raise ValueError(f"Need warmup >= 0; got {warmup}.")
+    self.args = dict(model=model, batch_size=batch_size, dtype=dtype, resolution=resolution,
+                     n_critic=n_critic, conv_impl=conv_impl)
+    self.peak_override = peak_override
+    gan = build_gan(model, resolution, dtype, n_critic, conv_impl)
+    shape = data_shape(model, resolution)
+    self.state = init_state(gan, jax.random.PRNGKey(0), shape)
+    rng = np.random.default_rng(0)
+    if model == "mlp":
+      batch = rng.standard_normal((n_critic, batch_size, *shape)).astype(np.float32)
+    else:
+      batch = rng.integers(0, 256, (n_critic, batch_size, *shape), dtype=np.uint8)
+    self.batch = jax.device_put(batch)
+    lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(
+        self.state, self.batch)
+    t0 = time.perf_counter()
+    self.step = lowered.compile()
+    self.compile_s = time.perf_counter() - t0
+    self.flops = _flops(self.step)
+    for _ in range(warmup):
+      self.state, self.metrics = self.step(self.state, self.batch)
+    jax.block_until_ready(self.state)
+
+  def repeat(self, iters: int) -> float:
     t0 = time.perf_counter()
     for _ in range(iters):
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - t0) / iters)
-  if not all(np.isfinite(float(v)) for v in jax.device_get(metrics).values()):
-    raise FloatingPointError(f"Non-finite metrics in the benchmarked step: {metrics}")
-  t = statistics.median(times)
-  device = jax.devices()[0]
-  peak = peak_tflops(device.device_kind, dtype, peak_override)
-  return Result(
-      model=model, batch_size=batch_size, dtype=dtype, resolution=resolution,
-      n_critic=n_critic, img_per_sec=batch_size / t, ms_per_step=1e3 * t,
-      ms_per_step_spread=1e3 * (max(times) - min(times)), compile_s=compile_s,
-      peak_mem_gib=_peak_memory_gib(device),
-      tflop_per_step=None if flops is None else flops / 1e12,
-      mfu=None if flops is None or peak is None else flops / t / (peak * 1e12),
-      device=f"{device.platform}:{device.device_kind}", conv_impl=conv_impl)
+      self.state, self.metrics = self.step(self.state, self.batch)
+    jax.block_until_ready((self.state, self.metrics))
+    return (time.perf_counter() - t0) / iters
+
+  def result(self, times: List[float]) -> Result:
+    metrics = jax.device_get(self.metrics)
+    if not all(np.isfinite(float(v)) for v in metrics.values()):
+      raise FloatingPointError(f"Non-finite metrics in the benchmarked step: {metrics}")
+    t = statistics.median(times)
+    device = jax.devices()[0]
+    peak = peak_tflops(device.device_kind, self.args["dtype"], self.peak_override)
+    flops = self.flops
+    return Result(
+        **{k: v for k, v in self.args.items() if k != "conv_impl"},
+        img_per_sec=self.args["batch_size"] / t, ms_per_step=1e3 * t,
+        ms_per_step_spread=1e3 * (max(times) - min(times)), compile_s=self.compile_s,
+        peak_mem_gib=_peak_memory_gib(device),
+        tflop_per_step=None if flops is None else flops / 1e12,
+        mfu=None if flops is None or peak is None else flops / t / (peak * 1e12),
+        device=f"{device.platform}:{device.device_kind}", conv_impl=self.args["conv_impl"])
+
+
+def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
+            warmup: int = 3, iters: int = 10, repeats: int = 5,
+            peak_override: Optional[float] = None, conv_impl: str = "auto",
+            alongside: Optional[Callable[[], None]] = None) -> Result:
+  """Compiles and times one configuration of the train step: the median over `repeats` of
+  `iters` steps after `warmup` untimed ones. `alongside`, if given, runs after each repeat
+  (`--compare_torch` times one PyTorch repeat there, so both steps see the same machine)."""
+  if repeats < 1 or iters < 1:
+    raise ValueError(f"Need repeats >= 1, iters >= 1; got {repeats}, {iters}.")
+  timer = Timer(model, batch_size, dtype, resolution, n_critic, warmup, peak_override,
+                conv_impl)
+  times = []
+  for _ in range(repeats):
+    times.append(timer.repeat(iters))
+    if alongside is not None:
+      alongside()
+  return timer.result(times)
 
 
 def markdown(results: List[Result]) -> str:
@@ -374,19 +404,21 @@ def main(argv):
     runs.append((model, bs, dtype, impl))
   trainer_dir = FLAGS.trainer_workdir or (tempfile.mkdtemp(prefix="gax_step_throughput_")
                                           if FLAGS.trainer else None)
-  torch_results = {}  # (batch size, dtype) -> PyTorch's timing, shared by the conv_impl rows
   for i, (model, bs, dtype, impl) in enumerate(runs):
     logging.info("[%d/%d] %s batch %d %s conv %s ...", i + 1, len(runs), model, bs, dtype, impl)
+    torch_timer, torch_times = None, []
+    if torch_dcgan is not None and model == "dcgan":
+      # PyTorch's repeats alternate with gax's: this machine's speed drifts within minutes.
+      torch_timer = torch_dcgan.Timer(bs, dtype, FLAGS.resolution, FLAGS.n_critic,
+                                      FLAGS.warmup)
+    alongside = (None if torch_timer is None else
+                 lambda: torch_times.append(torch_timer.repeat(FLAGS.iters)))
     r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup, FLAGS.iters,
-                FLAGS.repeats, FLAGS.peak_tflops, impl)
+                FLAGS.repeats, FLAGS.peak_tflops, impl, alongside=alongside)
     logging.info("  %.0f img/s, %.2f ms/step, compile %.1f s, MFU %s", r.img_per_sec,
                  r.ms_per_step, r.compile_s, "n/a" if r.mfu is None else f"{r.mfu:.1%}")
-    if torch_dcgan is not None and model == "dcgan":
-      if (bs, dtype) not in torch_results:
-        torch_results[(bs, dtype)] = torch_dcgan.measure(
-            bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup, FLAGS.iters,
-            FLAGS.repeats)
-      t = torch_results[(bs, dtype)]
+    if torch_timer is not None:
+      t = torch_timer.result(torch_times)
       r.torch_img_per_sec, r.torch_device = t["img_per_sec"], t["device"]
       logging.info("  PyTorch: %.0f img/s, %.2f ms/step; gax / PyTorch = %.2fx",
                    t["img_per_sec"], t["ms_per_step"], r.torch_ratio)

@@ -129,40 +129,55 @@ def _sync(device: torch.device) -> None:
     torch.cuda.synchronize(device)
 
 
+class Timer:
+  """The timing half of `measure`: builds the step on `device` and runs its warm-up steps;
+  each `repeat(iters)` then times `iters` steps, synchronised on the device, and returns
+  seconds per step; `result(times)` summarises the repeats. `step_throughput.py` calls
+  `repeat` alternately with gax's own repeats, so that both see the same machine."""
+
+  def __init__(self, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
+               warmup: int = 3, device: Optional[str] = None):
+    if dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    self.batch_size = batch_size
+    self.runner = DCGANStep(resolution, 64, n_critic, bf16=dtype == "bfloat16", device=device)
+    data = torch.from_numpy(np.random.default_rng(0).integers(
+        0, 256, (n_critic, batch_size, resolution, resolution, 3), dtype=np.uint8))
+    # NHWC bytes viewed as NCHW with channels-last strides: no copy, the layout cuDNN wants.
+    self.real = data.permute(0, 1, 4, 2, 3).to(self.runner.device)
+    if self.runner.device.type == "cuda":
+      torch.cuda.reset_peak_memory_stats(self.runner.device)
+    self.out = None
+    for _ in range(warmup):
+      self.out = self.runner.step(self.real)
+    _sync(self.runner.device)
+
+  def repeat(self, iters: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(iters):
+      self.out = self.runner.step(self.real)
+    _sync(self.runner.device)
+    return (time.perf_counter() - t0) / iters
+
+  def result(self, times) -> Dict[str, Any]:
+    losses = {k: float(v) for k, v in self.out.items()}
+    if not all(np.isfinite(v) for v in losses.values()):
+      raise FloatingPointError(f"Non-finite losses in the PyTorch step: {losses}")
+    t = statistics.median(times)
+    device = self.runner.device
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"img_per_sec": self.batch_size / t, "ms_per_step": 1e3 * t,
+            "ms_per_step_spread": 1e3 * (max(times) - min(times)), "peak_mem_gib": peak,
+            "device": f"torch-{torch.__version__}:{name}", "losses": losses}
+
+
 def measure(batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
             warmup: int = 3, iters: int = 10, repeats: int = 5,
             device: Optional[str] = None) -> Dict[str, Any]:
   """Times `DCGANStep.step` like `step_throughput.measure` times the jitted step: warm-up
   steps untimed, then the median over `repeats` of `iters` steps, synchronised on the device
   at the end of each repeat. Returns img/s, ms/step (and its spread), peak memory (CUDA)."""
-  if dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}.")
-  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-  runner = DCGANStep(resolution, 64, n_critic, bf16=dtype == "bfloat16", device=device)
-  data = torch.from_numpy(np.random.default_rng(0).integers(
-      0, 256, (n_critic, batch_size, resolution, resolution, 3), dtype=np.uint8))
-  # NHWC bytes viewed as NCHW with channels-last strides: no copy, the layout cuDNN wants.
-  real = data.permute(0, 1, 4, 2, 3).to(runner.device)
-  if runner.device.type == "cuda":
-    torch.cuda.reset_peak_memory_stats(runner.device)
-  for _ in range(warmup):
-    out = runner.step(real)
-  _sync(runner.device)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(iters):
-      out = runner.step(real)
-    _sync(runner.device)
-    times.append((time.perf_counter() - t0) / iters)
-  losses = {k: float(v) for k, v in out.items()}
-  if not all(np.isfinite(v) for v in losses.values()):
-    raise FloatingPointError(f"Non-finite losses in the PyTorch step: {losses}")
-  t = statistics.median(times)
-  peak = (torch.cuda.max_memory_allocated(runner.device) / 2 ** 30
-          if runner.device.type == "cuda" else None)
-  name = (torch.cuda.get_device_name(runner.device) if runner.device.type == "cuda"
-          else "cpu")
-  return {"img_per_sec": batch_size / t, "ms_per_step": 1e3 * t,
-          "ms_per_step_spread": 1e3 * (max(times) - min(times)), "peak_mem_gib": peak,
-          "device": f"torch-{torch.__version__}:{name}", "losses": losses}
+  timer = Timer(batch_size, dtype, resolution, n_critic, warmup, device)
+  return timer.result([timer.repeat(iters) for _ in range(repeats)])
