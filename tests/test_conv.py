@@ -259,3 +259,17 @@ def test_bad_input_is_refused():
     conv_lib.Plan("native", "fft", "taps")
   with pytest.raises(ValueError, match="padding"):
     conv_lib.conv(x, k, padding="CIRCLE")
+
+
+def test_bfloat16_compute_keeps_its_dtype_and_matches_lax():
+  x, k = (a.astype(jnp.bfloat16) for a in _arrays((2, 8, 8, 16), (4, 4, 16, 8)))
+  pads = ((1, 1), (1, 1))
+  f = lambda x, k: jnp.sum(jnp.square(conv_lib.conv(x, k, (2, 2), pads, "auto").astype(
+      jnp.float32)))
+  ref = lambda x, k: jnp.sum(jnp.square(_ref_conv(x, k, (2, 2), pads).astype(jnp.float32)))
+  y = conv_lib.conv(x, k, (2, 2), pads, "auto")
+  assert y.dtype == jnp.bfloat16
+  _close(y.astype(jnp.float32), _ref_conv(x, k, (2, 2), pads).astype(jnp.float32), tol=2e-2)
+  for a, b in zip(jax.jit(jax.grad(f, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k)):
+    assert a.dtype == jnp.bfloat16
+    _close(a.astype(jnp.float32), b.astype(jnp.float32), tol=3e-2)
