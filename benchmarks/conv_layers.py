@@ -12,7 +12,7 @@ three linear maps a step runs (see `gax.conv`):
 
 Each cell is GFLOP/s (2 * MACs of the map / the best of `--repeats` timed calls of the
 jitted map); `*` marks the formulation the "auto" plan of this backend picks (for a
-ConvTranspose's C, a plan's "native" runs as "taps", `gax.conv` explains why). `xla` is
+ConvTranspose, the plan as `gax.conv.transpose_plan` adjusts it). `xla` is
 `lax.conv_general_dilated` of the row's convolution and JAX's own transposes of it, i.e. a
 Conv layer as Flax lowers it; Flax's ConvTranspose lowers its maps differently (its forward
 as a convolution of the dilated input, its kernel gradient the slowest case of all), which
@@ -128,11 +128,12 @@ def markdown(rows: List[dict]) -> str:
       f"{m}: " + " / ".join(forms) for m in "ABC") + " |"
   out = [head, "|" + " --- |" * 7]
   for r in rows:
+    plan = r["plan"]
+    if plan is not None and r["kind"] == "ConvTranspose":
+      plan = conv_lib.transpose_plan(plan)
     cells = []
     for m in "ABC":
-      chosen = None if r["plan"] is None else getattr(r["plan"], m.lower())
-      if m == "C" and r["kind"] == "ConvTranspose" and chosen == "native":
-        chosen = "taps"
+      chosen = None if plan is None else getattr(plan, m.lower())
       cells.append(" / ".join(f"{r['gflops'][(m, f)]:.0f}{'*' if f == chosen else ''}"
                               for f in forms))
     s = "x".join(map(str, r["strides"]))

@@ -60,19 +60,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
-from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
-
-from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from benchmarks import variants  # pylint: disable=g-import-not-at-top
 from gax import builders, trainer  # pylint: disable=g-import-not-at-top
+from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from gax.steps import GAN, init_state, train_step  # pylint: disable=g-import-not-at-top
 
 MODELS = ("dcgan", "resnet", "mlp")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = ("float32", "bfloat16")
 
 # Dense peak TFLOP/s by device kind (substring of `device.device_kind`) and compute dtype,
 # from the vendors' data sheets: H100 SXM 989 (bf16 tensor) and 495 (tf32 tensor; XLA runs
@@ -158,10 +156,10 @@ def benchmark_config(model: str, resolution: int, batch_size: int, dtype: str = 
   if model not in MODELS:
     raise ValueError(f"Unknown model {model!r}; choose from {MODELS}.")
   if dtype not in DTYPES:
-    raise ValueError(f"Unknown dtype {dtype!r}; choose from {list(DTYPES)}.")
+    raise ValueError(f"Unknown dtype {dtype!r}; choose from {DTYPES}.")
   if model == "mlp":
     if dtype != "float32":
-      raise ValueError("The MLP model computes in float32 only; got dtype {dtype!r}.")
+      raise ValueError(f"The MLP model computes in float32 only; got dtype {dtype!r}.")
     c = variants.mixture_config("ring", steps=1000, batch_size=batch_size)
   else:
     c = builders.base_config()
@@ -273,13 +271,12 @@ class Timer:
     peak = peak_tflops(device.device_kind, self.args["dtype"], self.peak_override)
     flops = self.flops
     return Result(
-        **{k: v for k, v in self.args.items() if k != "conv_impl"},
-        img_per_sec=self.args["batch_size"] / t, ms_per_step=1e3 * t,
+        **self.args, img_per_sec=self.args["batch_size"] / t, ms_per_step=1e3 * t,
         ms_per_step_spread=1e3 * (max(times) - min(times)), compile_s=self.compile_s,
         peak_mem_gib=_peak_memory_gib(device),
         tflop_per_step=None if flops is None else flops / 1e12,
         mfu=None if flops is None or peak is None else flops / t / (peak * 1e12),
-        device=f"{device.platform}:{device.device_kind}", conv_impl=self.args["conv_impl"])
+        device=f"{device.platform}:{device.device_kind}")
 
 
 def measure(model: str, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
@@ -350,7 +347,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
   flags.DEFINE_list("models", list(MODELS), f"Models to time, from {MODELS}.")
   flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global batch sizes.")
-  flags.DEFINE_list("dtypes", ["float32", "bfloat16"], f"Compute dtypes, from {list(DTYPES)}.")
+  flags.DEFINE_list("dtypes", ["float32", "bfloat16"], f"Compute dtypes, from {DTYPES}.")
   flags.DEFINE_integer("resolution", 64, "Image resolution (4 * 2^k).")
   flags.DEFINE_integer("n_critic", 1, "D updates per G update inside the step.")
   flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
@@ -378,7 +375,7 @@ def main(argv):
       raise app.UsageError(f"--models: unknown {m!r}; choose from {MODELS}.")
   for d in FLAGS.dtypes:
     if d not in DTYPES:
-      raise app.UsageError(f"--dtypes: unknown {d!r}; choose from {list(DTYPES)}.")
+      raise app.UsageError(f"--dtypes: unknown {d!r}; choose from {DTYPES}.")
   for c in FLAGS.conv_impls:
     if c not in conv_lib.IMPLS:
       raise app.UsageError(f"--conv_impls: unknown {c!r}; choose from {list(conv_lib.IMPLS)}.")

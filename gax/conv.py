@@ -309,10 +309,8 @@ def _conv_t_jvp(strides, pads, x_shape, plan, primals, tangents):
     # Transposed (reverse mode), this is A of formulation a: the layer's input gradient.
     d = transpose_in_x(plan.a, dy, kt, strides, pads, x_shape)
   if not isinstance(dkt, SymbolicZero):
-    # Linear in dkt; transposed, the kernel gradient C of formulation c. The native
-    # formulation's transpose here is the dilated-input lowering this module avoids.
-    c = "taps" if plan.c == "native" else plan.c
-    t = transpose_in_x(c, y, dkt, strides, pads, x_shape)
+    # Linear in dkt; transposed, the kernel gradient C of formulation c (`transpose_plan`).
+    t = transpose_in_x(plan.c, y, dkt, strides, pads, x_shape)
     d = t if d is None else d + t
   if d is None:
     d = SymbolicZero(jax.core.get_aval(out).to_tangent_aval())
@@ -322,15 +320,19 @@ def _conv_t_jvp(strides, pads, x_shape, plan, primals, tangents):
 _conv_t.defjvp(_conv_t_jvp, symbolic_zeros=True)
 
 
+def transpose_plan(plan: Plan) -> Plan:
+  """`plan` as a ConvTranspose runs it: there the kernel gradient is the transpose of B in the
+  kernel, and for the native formulation that is the dilated-input lowering this module
+  avoids, so a native C runs as taps."""
+  return dataclasses.replace(plan, c="taps") if plan.c == "native" else plan
+
+
 def resolve(impl: str, x_shape, k_shape, strides, out_hw) -> Optional[Plan]:
   """The plan for `impl` on the default backend, `None` for plain XLA convolutions."""
   check_impl(impl)
   if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
     return None
   if impl == "matmul":
-    kh, kw = k_shape[:2]
-    if kh * kw == 1 and tuple(strides) == (1, 1):
-      return Plan("taps", "taps", "taps")
     return Plan("taps", "im2col", "taps")
   return cpu_plan(x_shape, k_shape, tuple(strides), tuple(out_hw))
 
@@ -366,11 +368,12 @@ def transpose_geometry(x_shape: Sequence[int], k_shape: Sequence[int], strides: 
                        padding: Padding):
   """The convolution whose transpose in its input is `conv_transpose(x, k, strides, padding)`.
 
-  Returns `(hi_shape, kt_shape, pads)`: that convolution maps `hi_shape` (the transposed
+  Returns `(hi_shape, kt_shape, pads, tpads)`: that convolution maps `hi_shape` (the transposed
   convolution's output shape) to `x_shape` with the kernel `kt = flip(k)` with its channel
   axes swapped (`kt_shape`) and padding `pads`, `k - 1 - pad` where `lax.conv_transpose` pads
   the dilated input by `pad` ("SAME" and "VALID" as `lax.conv_transpose` computes them;
-  explicit pairs are that `pad`). `pads` may be negative (cropping) for unusual geometries.
+  explicit pairs are that `pad`), and `tpads` is that `pad`. `pads` may be negative
+  (cropping) for unusual geometries.
   """
   kh, kw, c_in, c_out = k_shape
   if isinstance(padding, str):
@@ -399,7 +402,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1,
     # "xla", a non-CPU "auto", or a geometry (cropping pads) the formulations do not cover.
     return lax.conv_transpose(x, kernel, strides, tpads, dimension_numbers=_DN)
   kt = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
-  return _conv_t(x, kt, strides, pads, hi_shape, plan)
+  return _conv_t(x, kt, strides, pads, hi_shape, transpose_plan(plan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,5 +483,5 @@ class ConvTranspose(nn.Module):
 
 
 __all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_plan", "conv", "conv_transpose",
-           "transpose_geometry", "transpose_in_x",
+           "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation"]

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gax import checks, noise
-from gax.conv import IMPLS as CONV_IMPLS
+from gax.conv import check_impl
 from gax.layers import check_option
 from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
@@ -119,7 +119,7 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
   check_option("d_norm", d_norm, D_NORMS)
   check_option("upsample", upsample, UPSAMPLE)
   check_option("downsample", downsample, DOWNSAMPLE)
-  check_option("conv_impl", conv_impl, CONV_IMPLS)
+  check_impl(conv_impl)
   _check_common(minibatch, g_noise_std, g_dropout, vbn_reference_size, vbn_reference_latent)
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim,
                                  class_map_resize)
@@ -195,7 +195,7 @@ def resnet(data_shape: Sequence[int], axis_name: Optional[str] = None, g_width: 
   Unconditional, without the layer-trick options; D has no normalisation (pair it with
   `config.tricks.spectral_norm`). `conv_impl` as for `dcgan`.
   """
-  check_option("conv_impl", conv_impl, CONV_IMPLS)
+  check_impl(conv_impl)
   if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
     raise ValueError(f"The ResNet needs square images (H, W, C) with H == W; data has "
                      f"{tuple(data_shape)}.")
