@@ -22,8 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from gax import evaluation, trainer  # pylint: disable=g-import-not-at-top
-from gax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+from gax import cli, evaluation, trainer  # pylint: disable=g-import-not-at-top
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
@@ -92,22 +91,17 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   trainer.quiet_library_logs()
-  try:
-    records = evaluate_run(
-        _WORKDIR.value, step=_STEP.value, all_steps=_ALL_STEPS.value, best=_BEST.value,
-        num_samples=_NUM_SAMPLES.value, metrics=_METRICS.value, features=_FEATURES.value,
-        inception_path=_INCEPTION_PATH.value, classifier_path=_CLASSIFIER_PATH.value,
-        classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
-        batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
-        drs_percentile=_DRS_PERCENTILE.value, drs_calibrate_steps=_DRS_CALIBRATE_STEPS.value,
-        drs_calibrate_lr=_DRS_CALIBRATE_LR.value)
-  except (EvaluationError, FileNotFoundError, ValueError, KeyError, CheckpointError) as e:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"evaluate.py: error: {msg}", file=sys.stderr)
-    sys.exit(1)
+  records = evaluate_run(
+      _WORKDIR.value, step=_STEP.value, all_steps=_ALL_STEPS.value, best=_BEST.value,
+      num_samples=_NUM_SAMPLES.value, metrics=_METRICS.value, features=_FEATURES.value,
+      inception_path=_INCEPTION_PATH.value, classifier_path=_CLASSIFIER_PATH.value,
+      classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
+      batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
+      drs_percentile=_DRS_PERCENTILE.value, drs_calibrate_steps=_DRS_CALIBRATE_STEPS.value,
+      drs_calibrate_lr=_DRS_CALIBRATE_LR.value)
   print(format_table(records))
   print(f"Appended to {os.path.join(_WORKDIR.value, evaluation.OFFLINE_EVAL_FILE)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -34,7 +34,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
 
-from gax import builders, noise, trainer, visualize  # pylint: disable=g-import-not-at-top
+from gax import cli, builders, noise, trainer, visualize  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.steps import generate, sampling_player  # pylint: disable=g-import-not-at-top
 
@@ -171,13 +171,10 @@ def main(argv):
   if not FLAGS.out.lower().endswith(".png"):
     raise app.UsageError(f"--out must be a .png path, got {FLAGS.out!r}")
   trainer.quiet_library_logs()
-  try:
-    interpolate(FLAGS.workdir, FLAGS.out, FLAGS.num_rows, FLAGS.num_steps, FLAGS.seed,
-                FLAGS.step, FLAGS.method)
-  except FileNotFoundError as e:
-    sys.exit(f"interpolate.py: {e}")
+  interpolate(FLAGS.workdir, FLAGS.out, FLAGS.num_rows, FLAGS.num_steps, FLAGS.seed,
+              FLAGS.step, FLAGS.method)
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -22,7 +22,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from gax import rejection, trainer  # pylint: disable=g-import-not-at-top
+from gax import cli, rejection, trainer  # pylint: disable=g-import-not-at-top
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.")
 _NUM = flags.DEFINE_integer("num", 1000, "Number of samples.", lower_bound=1)
@@ -80,4 +80,4 @@ def _sample(gan, state):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

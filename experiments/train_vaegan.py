@@ -25,10 +25,11 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-from gax import data as data_lib, models, trainer, visualize  # pylint: disable=g-import-not-at-top
+from gax import cli, data as data_lib, models, trainer, visualize  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.optimizers import build_optimizer  # pylint: disable=g-import-not-at-top
 from gax.steps import apply_model  # pylint: disable=g-import-not-at-top
+from gax.workdir import WorkdirLock  # pylint: disable=g-import-not-at-top
 from gax.vaegan import (VAEGAN, DCGANEncoder, init_vaegan_state,  # pylint: disable=g-import-not-at-top
                         jit_vaegan_train_step, reconstruct)
 
@@ -76,8 +77,12 @@ def _write_samples(workdir, step, model, state, z, real):
 
 def train(config, workdir):
   """Trains to `config.train.steps`, resuming from `workdir`'s newest checkpoint; returns the
-  final `VAEGANState`."""
-  os.makedirs(workdir, exist_ok=True)
+  final `VAEGANState`. Holds `workdir`'s lock (`gax.workdir.WorkdirLock`) while it runs."""
+  with WorkdirLock(workdir):
+    return _train(config, workdir)
+
+
+def _train(config, workdir):
   tc = config.train
   model, source, step_fn = _build_cached(config)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -104,8 +109,10 @@ def train(config, workdir):
           m = {k: float(v) for k, v in jax.device_get(m).items()}
           bad = [k for k, v in m.items() if not math.isfinite(v)]
           if bad:
-            raise FloatingPointError(f"Non-finite metrics {bad} at step {done}; the last good "
-                                     f"checkpoint is kept in {ckpt.directory}.")
+            ckpt.wait()
+            raise FloatingPointError(
+                f"Non-finite metrics {bad} at step {done}; the newest checkpoint (checked "
+                f"finite when saved) is step {ckpt.latest_step()} in {ckpt.directory}.")
           rate = (done - t_start) / max(time.time() - t0, 1e-9)
           mf.write(json.dumps({"step": done, **m, "steps_per_s": rate}) + "\n")
           mf.flush()
@@ -136,4 +143,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -27,7 +27,8 @@ The config layout (see `experiments/configs/`):
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple
+import inspect
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import jax
 
@@ -43,6 +44,9 @@ TOP_LEVEL_KEYS = frozenset(
     {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
      "parallel", "train", "monitor", "eval"})
 PARALLEL_MODES = ("none", "pmap", "mesh")
+ON_CORRUPT_CHECKPOINT = ("error", "previous")
+# Arguments of every data source that the config does not set in `config.data`.
+_DATA_ARGS_FROM_ELSEWHERE = ("batch_size", "n_critic", "seed")
 
 
 def _as_dict(section: Any) -> dict:
@@ -61,6 +65,11 @@ def validate_config(config: Any) -> None:
   if config.parallel not in PARALLEL_MODES:
     raise ValueError(f"config.parallel={config.parallel!r}; choose one of {PARALLEL_MODES}.")
   checks.integer(config.data.batch_size, "config.data.batch_size")
+  check_data_options(config.data)
+  on_corrupt = config.train.get("on_corrupt_checkpoint", "error")
+  if on_corrupt not in ON_CORRUPT_CHECKPOINT:
+    raise ValueError(f"config.train.on_corrupt_checkpoint={on_corrupt!r}; choose one of "
+                     f"{ON_CORRUPT_CHECKPOINT}.")
   losses.LOSSES.get(config.loss)
   for name, weight in config.d_penalty.items():
     penalties.PENALTIES.get(name)
@@ -73,6 +82,54 @@ def validate_config(config: Any) -> None:
   monitor.Monitor.from_config(config.monitor, loss=config.loss)
   evaluation.EvalSettings.from_config(config.eval)
   _check_conditioning_config(config)
+
+
+def data_options(name: str) -> Dict[str, Any]:
+  """`{option: default}` of the data source `name`: the keys `config.data` may hold besides
+  `name` and `batch_size` (`inspect.Parameter.empty` for an option without a default)."""
+  factory = data_lib.DATASETS.get(name)
+  return {k: p.default for k, p in inspect.signature(factory).parameters.items()
+          if k not in _DATA_ARGS_FROM_ELSEWHERE}
+
+
+def check_data_options(data: Any) -> None:
+  """A `KeyError` naming the valid options when `config.data` has a key its source does not
+  take."""
+  options = data_options(data.name)
+  unknown = sorted(set(_as_dict(data)) - set(options) - {"name", "batch_size"})
+  if unknown:
+    raise KeyError(
+        f"config.data.{unknown[0]} is not an option of the {data.name!r} data source; its "
+        f"options are name, batch_size, {', '.join(options)}.")
+
+
+def data_config(name: str, batch_size: int, **options: Any) -> Dict[str, Any]:
+  """A `config.data` section for the source `name` holding every one of its options, at its
+  default unless given in `options`, so that each can be set from the command line
+  (`--config.data.path=...`); an option without a default becomes `""`."""
+  defaults = data_options(name)
+  unknown = sorted(set(options) - set(defaults))
+  if unknown:
+    raise KeyError(f"{unknown[0]!r} is not an option of the {name!r} data source; its options "
+                   f"are {', '.join(defaults)}.")
+  section = {"name": name, "batch_size": batch_size}
+  for k, v in defaults.items():
+    section[k] = options.get(k, "" if v is inspect.Parameter.empty else v)
+  return section
+
+
+def with_data(config: Any, source: str) -> Any:
+  """`config` with its data section replaced by every option of the data source `source`
+  (`data_config`), keeping the batch size and the image size when the new source has one;
+  unchanged for `source=""`. The configs' `get_config(data)` calls it, so that
+  `--config=experiments/configs/dcgan_digits.py:array --config.data.path=images.npz` trains
+  the same GAN on other data."""
+  if not source:
+    return config
+  old = _as_dict(config.data)
+  keep = {k: old[k] for k in ("image_size",) if k in old and k in data_options(source)}
+  config.data = data_config(source, old["batch_size"], **keep)
+  return config
 
 
 def _conditioning(config: Any) -> Tuple[int, str]:
@@ -236,6 +293,10 @@ def base_config() -> "ml_collections.ConfigDict":
       "checkpoint_every": 500,
       "keep_checkpoints": 3,
       "num_samples": 64,
+      # A newest checkpoint that fails its checksums: "error" stops with the way to resume
+      # from the previous one; "previous" moves it to checkpoints.corrupt/ and resumes from
+      # the newest intact one (single-process runs).
+      "on_corrupt_checkpoint": "error",
   })
   c.monitor = ml_collections.ConfigDict(monitor.monitor_config_defaults())
   c.eval = ml_collections.ConfigDict(evaluation.eval_config_defaults())

@@ -5,6 +5,10 @@ The trainer logs a dict of float metrics every `log_every` steps (`d_loss`, `g_l
 reads that stream and raises an `Alarm` when it sees the signature of a known GAN failure:
 
   non_finite                   a metric is NaN or Inf: training diverged.
+  diverged                     training diverged while staying finite: a mean D logit
+                               beyond +-`logit_max`, or every logged gradient norm exactly 0
+                               for `zero_grad_patience` consecutive logs (saturated sigmoids,
+                               dead ReLUs: no player learns any more).
   exploding_gradients          `d_grad_norm` or `g_grad_norm` above `grad_norm_max`.
   d_loss_collapse              `d_loss` below `d_loss_floor` for `d_loss_patience`
                                consecutive logs: D wins completely and G's gradient vanishes
@@ -60,16 +64,18 @@ from typing import Any, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequenc
 import numpy as np
 
 NON_FINITE = "non_finite"
+DIVERGED = "diverged"
 EXPLODING_GRADIENTS = "exploding_gradients"
 D_LOSS_COLLAPSE = "d_loss_collapse"
 G_LOSS_RISING_WHILE_D_WINS = "g_loss_rising_while_d_wins"
 G_LOSS_FALLING_WHILE_D_WINS = "g_loss_falling_while_d_wins"
 MODE_COLLAPSE = "mode_collapse"
-KINDS = (NON_FINITE, EXPLODING_GRADIENTS, D_LOSS_COLLAPSE, G_LOSS_RISING_WHILE_D_WINS,
+KINDS = (NON_FINITE, DIVERGED, EXPLODING_GRADIENTS, D_LOSS_COLLAPSE, G_LOSS_RISING_WHILE_D_WINS,
          G_LOSS_FALLING_WHILE_D_WINS, MODE_COLLAPSE)
 _D_KINDS = frozenset({D_LOSS_COLLAPSE, G_LOSS_RISING_WHILE_D_WINS, G_LOSS_FALLING_WHILE_D_WINS})
 
 GRAD_NORM_KEYS = ("d_grad_norm", "g_grad_norm")
+LOGIT_KEYS = ("d_real_logit", "d_fake_logit")
 
 # D's loss at equilibrium: the best D can do when fakes are distributed as reals (for the
 # losses here: every logit equal, D(x) = 1/2). Each of these D losses is >= 0, and 0 only
@@ -94,7 +100,14 @@ def monitor_config_defaults() -> Dict[str, Any]:
   Keys:
     watch: the failure kinds to check (default: all of `KINDS`).
     stop_on: the kinds that stop training (`Monitor.check` raises `MonitorStop`); a subset of
-      `watch`. Default: only `non_finite`, since a run whose metrics are NaN cannot recover.
+      `watch`. Default: those of `non_finite` and `diverged` that are watched, the two a run cannot recover from (NaN
+      stays NaN; with every gradient exactly 0 no parameter moves again, and a D whose logits
+      are beyond 1e6 saturates every sigmoid loss, so its gradients vanish in float32). The
+      others are warnings: D winning or a trend in G's loss can pass, and stopping on them
+      would end runs that recover.
+    logit_max: `diverged` fires when the mean real or fake D logit is beyond +-this.
+    zero_grad_patience: ... or when every logged gradient norm is exactly 0 for this many
+      consecutive logs.
     grad_norm_max: `exploding_gradients` fires when a gradient norm exceeds this.
     d_loss_floor: `d_loss_collapse` counts a log whose D loss is below this ...
     d_loss_patience: ... and fires after this many consecutive such logs.
@@ -110,7 +123,9 @@ def monitor_config_defaults() -> Dict[str, Any]:
   """
   return {
       "watch": KINDS,
-      "stop_on": (NON_FINITE,),
+      "stop_on": (NON_FINITE, DIVERGED),
+      "logit_max": 1e6,
+      "zero_grad_patience": 3,
       "grad_norm_max": 100.0,
       "d_loss_floor": 1e-3,
       "d_loss_patience": 5,
@@ -212,14 +227,16 @@ class Monitor:
   metrics dict, in step order, and `check(alarms)` to stop on the kinds in `stop_on`.
   """
 
-  def __init__(self, watch: Sequence[str] = KINDS, stop_on: Sequence[str] = (NON_FINITE,),
-               grad_norm_max: float = 100.0, d_loss_floor: float = 1e-3,
+  def __init__(self, watch: Sequence[str] = KINDS,
+               stop_on: Sequence[str] = (NON_FINITE, DIVERGED), logit_max: float = 1e6,
+               zero_grad_patience: int = 3, grad_norm_max: float = 100.0, d_loss_floor: float = 1e-3,
                d_loss_patience: int = 5, d_wins_loss: float = 0.0,
                d_wins_logit_gap: float = 4.0, g_trend_window: int = 10,
                g_trend_min_r2: float = 0.6, g_trend_min_change: float = 0.1,
                mode_collapse_fraction: float = 0.5, loss: Optional[str] = None):
     """Validates the options (as in `monitor_config_defaults`); `loss` is the run's loss name."""
-    cfg = dict(watch=watch, stop_on=stop_on, grad_norm_max=grad_norm_max,
+    cfg = dict(watch=watch, stop_on=stop_on, logit_max=logit_max,
+               zero_grad_patience=zero_grad_patience, grad_norm_max=grad_norm_max,
                d_loss_floor=d_loss_floor, d_loss_patience=d_loss_patience,
                d_wins_loss=d_wins_loss, d_wins_logit_gap=d_wins_logit_gap,
                g_trend_window=g_trend_window, g_trend_min_r2=g_trend_min_r2,
@@ -231,6 +248,9 @@ class Monitor:
       raise ValueError(f"monitor.stop_on has kinds that are not watched, so would never stop "
                        f"training: {sorted(self.stop_on - self.watch)}; add them to "
                        "monitor.watch.")
+    self.logit_max = _number(cfg, "logit_max", 0.0)
+    self.zero_grad_patience = _number(cfg, "zero_grad_patience", 1, low_inclusive=True,
+                                      integer=True)
     self.grad_norm_max = _number(cfg, "grad_norm_max", 0.0)
     self.d_loss_floor = _number(cfg, "d_loss_floor", 0.0)
     self.d_loss_patience = _number(cfg, "d_loss_patience", 1, low_inclusive=True, integer=True)
@@ -255,6 +275,7 @@ class Monitor:
     trend_kinds = (G_LOSS_RISING_WHILE_D_WINS, G_LOSS_FALLING_WHILE_D_WINS)
     self._rearm_after = {k: self.g_trend_window if k in trend_kinds else 1 for k in KINDS}
     self._low_d_loss_run = 0
+    self._zero_grad_run = 0
     self._g_losses: Deque[float] = collections.deque(maxlen=self.g_trend_window)
     self._d_won: Deque[bool] = collections.deque(maxlen=self.g_trend_window)
     self._last_step: Optional[int] = None
@@ -275,7 +296,11 @@ class Monitor:
           k, defaults, n=1)) else repr(k) for k in unknown]
       raise KeyError(f"Unknown monitor config keys: {', '.join(hints)}; known: "
                      f"{sorted(defaults)}.")
-    return cls(**{**defaults, **given}, loss=loss)
+    merged = {**defaults, **given}
+    if "stop_on" not in given:  # the default stops on those of its kinds that are watched
+      watched = _kinds("watch", merged["watch"])
+      merged["stop_on"] = tuple(k for k in defaults["stop_on"] if k in watched)
+    return cls(**merged, loss=loss)
 
   def _d_wins(self, m: Mapping[str, float]) -> bool:
     d_loss = m.get("d_loss")
@@ -293,6 +318,25 @@ class Monitor:
         f"Non-finite {bad}: training diverged (NaN/Inf). Resume from an earlier checkpoint "
         "with a lower learning rate, gradient clipping or a gradient penalty, and check the "
         "data for NaN.", {k: m[k] for k in bad}) if bad else None
+
+    huge = {k: m[k] for k in LOGIT_KEYS if k in m and math.isfinite(m[k])
+            and abs(m[k]) > self.logit_max}
+    norms = {k: m[k] for k in GRAD_NORM_KEYS if k in m}
+    self._zero_grad_run = self._zero_grad_run + 1 if norms and all(
+        v == 0.0 for v in norms.values()) else 0
+    dead = self._zero_grad_run >= self.zero_grad_patience
+    why = []
+    if huge:
+      why.append(f"{', '.join(f'{k}={v:.3g}' for k, v in huge.items())} beyond "
+                 f"+-{self.logit_max:g}")
+    if dead:
+      why.append(f"every gradient norm ({', '.join(norms)}) exactly 0 for the last "
+                 f"{self._zero_grad_run} logs")
+    out[DIVERGED] = Alarm(
+        DIVERGED, step,
+        f"{' and '.join(why)}: training diverged without NaN (saturated D, no gradient left); "
+        "it will not recover. Start again with lower learning rates, gradient clipping or a "
+        "gradient penalty.", {**huge, **(norms if dead else {})}) if why else None
 
     big = {k: m[k] for k in GRAD_NORM_KEYS if k in m and math.isfinite(m[k])
            and m[k] > self.grad_norm_max}

@@ -12,6 +12,11 @@ from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
+class BadArguments(TypeError, ValueError):
+  """A registered factory was called with arguments it does not take (a config error, so also
+  a `ValueError`)."""
+
+
 class Registry(Generic[T]):
   """A mapping from names to objects (usually factories) of one kind.
 
@@ -55,7 +60,7 @@ class Registry(Generic[T]):
     try:
       return factory(**kwargs)
     except TypeError as e:
-      raise TypeError(f"Bad arguments for {self.kind} {name!r}: {e}") from e
+      raise BadArguments(f"Bad arguments for {self.kind} {name!r}: {e}") from e
 
   def __contains__(self, name: object) -> bool:
     return name in self._entries

@@ -15,6 +15,9 @@ Work directory layout:
   samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
                    (and, for a conditional model, fixed labels: grid row i shows class i mod K)
 
+  .lock            the exclusive lock a run holds on its work directory (`gax.workdir`), with
+                   the holder's pid, host and start time
+
 Re-running on the same work directory resumes from the newest checkpoint. Because the state
 holds the PRNG key and the data source is a function of the step, the resumed run computes
 exactly the losses the uninterrupted run would have. Records logged after the restored step
@@ -36,6 +39,7 @@ import json
 import logging as stdlib_logging
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -48,6 +52,7 @@ from gax import builders, evaluation, parallel, visualize
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
 from gax.data import prefetch
+from gax.workdir import WorkdirError, WorkdirLock
 from gax.state import GANState, param_count
 from gax.steps import GAN, generate, jit_train_step, sampling_player
 
@@ -84,15 +89,30 @@ def check_or_write_config(workdir: str, cfg: Dict[str, Any], has_checkpoint: boo
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
-  """Drops records logged after `last_step` (by a run that crashed before checkpointing)."""
+  """Drops records logged after `last_step` (by a run that crashed before checkpointing),
+  and lines that do not parse (the half-written last line of a crash or a full disk), with
+  a warning."""
   if not os.path.exists(path):
     return
   with open(path) as f:
-    lines = [l for l in f if l.strip()]
-  kept = [l for l in lines if json.loads(l)["step"] <= last_step]
-  if len(kept) != len(lines):
-    with open(path, "w") as f:
+    text = f.read()
+  lines = [l for l in text.splitlines(keepends=True) if l.strip()]
+  kept, broken = [], 0
+  for line in lines:
+    try:
+      step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+      broken += 1
+      continue
+    if step <= last_step:
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if broken:
+    logging.warning("Dropped %d unreadable line(s) of %s (written when a run stopped).",
+                    broken, path)
+  if "".join(kept) != text:
+    with open(path + ".tmp", "w") as f:
       f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -210,7 +230,7 @@ def grid_labels(gan: GAN, num: int) -> Optional[np.ndarray]:
   return ((np.arange(num) // ncols) % gan.num_classes).astype(np.int32)
 
 
-class EvaluationError(Exception):
+class EvaluationError(ValueError):
   """A problem with the arguments or the work directory, reported without a traceback."""
 
 
@@ -281,24 +301,93 @@ def _write_samples(workdir: str, step: int, images: np.ndarray, source: Any) -> 
   return path
 
 
-class _DropLibraryInfo(stdlib_logging.Filter):
-  """Drops INFO records from Orbax, which logs every step of every save."""
+class _QuietOrbax(stdlib_logging.Filter):
+  """Drops Orbax's INFO records (it logs every step of every save) and its error reports.
+
+  Orbax logs each failure from each of its writer threads, with a traceback (a truncated
+  checkpoint gave 34), before raising it in the caller; gax turns that exception into one
+  error naming the checkpoint (`gax.checkpoint.CheckpointError`), so the reports are noise.
+  With `GAX_TRACEBACK=1` (see `gax.cli`) they are kept. Orbax's warnings are kept.
+  """
 
   def filter(self, record: stdlib_logging.LogRecord) -> bool:
-    return record.levelno > stdlib_logging.INFO or "/orbax/" not in record.pathname
+    if "/orbax/" in record.pathname:
+      return record.levelno == stdlib_logging.WARNING or (
+          record.levelno > stdlib_logging.WARNING and bool(os.environ.get("GAX_TRACEBACK")))
+    # asyncio's "Task exception was never retrieved" for Orbax's abandoned writes.
+    return record.name != "asyncio" or "orbax" not in record.getMessage()
 
 
 def quiet_library_logs() -> None:
-  """Keeps the run's log readable: Orbax's INFO lines are dropped, warnings kept."""
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
-    handler.addFilter(_DropLibraryInfo())
+  """Keeps the run's log readable (`_QuietOrbax`): Orbax's INFO lines and error reports are
+  dropped, its warnings kept."""
+  for name in ("absl", "asyncio"):
+    logger = stdlib_logging.getLogger(name)
+    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+      logger.addFilter(_QuietOrbax())
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
-  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+  """Trains (or resumes) the run described by `config` in `workdir`; returns the final state.
+
+  The run holds `workdir`'s lock (`gax.workdir.WorkdirLock`, process 0 only) from start to
+  end: a second run on the same directory fails at once with `WorkdirLocked`.
+  """
   quiet_library_logs()
   builders.validate_config(config)
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    return _train(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _close_all(*closers) -> None:
+  """Calls every closer; re-raises the first error after all have run, unless an exception
+  is already propagating (the one to report), in which case later errors are only logged."""
+  propagating = sys.exc_info()[0] is not None
+  first = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if propagating or first is not None:
+        logging.warning("While closing after an error: %s: %s", type(e).__name__, e)
+      else:
+        first = e
+  if first is not None:
+    raise first
+
+
+def _append(f: Any, records: list) -> None:
+  """Appends JSON lines to an open records file and flushes it; a failed write (a full disk)
+  is a `WorkdirError` saying that the checkpoints are intact and how to resume."""
+  if not records:
+    return
+  try:
+    f.write("".join(json.dumps(r) + "\n" for r in records))
+    f.flush()
+  except OSError as e:
+    raise WorkdirError(
+        f"Could not write {f.name}: {e.strerror or e}. The run stops here; its checkpoints "
+        "are intact: free space (or fix the directory) and rerun with the same --workdir to "
+        "resume from the newest (records after it are rewritten).") from e
+
+
+def _restore(ckpt: Checkpointer, state: GANState, on_corrupt: str) -> GANState:
+  if on_corrupt == "previous":
+    if jax.process_count() > 1:
+      raise ValueError("config.train.on_corrupt_checkpoint='previous' moves checkpoints aside, "
+                       "which several processes cannot do together; use 'error' and move the "
+                       "corrupt checkpoint away by hand.")
+    return ckpt.restore_newest_good(state)
+  return ckpt.restore(state)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   tc = config.train
   total = int(tc.steps)
   # Several processes: all run this function in step (same branches, same collectives);
@@ -337,7 +426,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
        f" in {n_proc} processes" if n_proc > 1 else "")
 
   if has_checkpoint:
-    state = ckpt.restore(state)
+    try:
+      state = _restore(ckpt, state, tc.get("on_corrupt_checkpoint", "error"))
+    except Exception:
+      ckpt.close()
+      raise
     info("Resumed from the checkpoint of step %d in %s", int(state.step), workdir)
   start = int(state.step)
   if main:
@@ -428,16 +521,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         alarms = monitor.update(done, m)
         for alarm in alarms:
           warn("Monitor: %s", alarm)
-          alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
-        alarms_file.flush()
+        _append(alarms_file, [a.to_dict() for a in alarms])
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
+          ckpt.wait()
+          kept = ckpt.latest_step()
           raise FloatingPointError(
-              f"Non-finite {bad} at step {done}: training diverged. The last good checkpoint "
-              f"is kept in {ckpt.directory}.")
+              f"Non-finite {bad} at step {done}: training diverged. " + (
+                  f"The newest checkpoint, step {kept} in {ckpt.directory}, was checked finite "
+                  "when saved." if kept is not None else "No checkpoint was saved."))
         record = {"step": done, **m, "steps_per_sec": rate, "elapsed_sec": now - t_start}
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        _append(metrics_file, [record])
         info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
              100.0 * done / total, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
              rate, format_eta((total - done) / max(rate, 1e-9)))
@@ -457,14 +551,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         # and then takes process 0's result, so that all make the same decisions from it: the
         # new best checkpoint, whose Orbax save they must make together, and the alarms.
         result = parallel.broadcast_from_process_0(evaluator.evaluate(eval_gan, s))
-        eval_file.write(json.dumps({"step": done, **result}) + "\n")
-        eval_file.flush()
+        _append(eval_file, [{"step": done, **result}])
         info("step %d: %s (%.1fs)", done, evaluator.describe(result), time.time() - t0)
         eval_alarms = monitor.evaluation(done, result)
         for alarm in eval_alarms:
           warn("Monitor: %s", alarm)
-          alarms_file.write(json.dumps(alarm.to_dict()) + "\n")
-        alarms_file.flush()
+        _append(alarms_file, [a.to_dict() for a in eval_alarms])
         if best is not None and best.update(done, result, s):
           info("step %d: new best %s = %.6g, saved to %s", done, best.metric,
                result[best.metric], best.directory)
@@ -472,12 +564,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
       if every(tc.checkpoint_every, done):
         ckpt.save(done, host_state(state))  # on every process: Orbax coordinates them
   finally:
-    metrics_file.close()
-    eval_file.close()
-    alarms_file.close()
-    ckpt.close()
-    if best is not None:
-      best.close()
+    _close_all(metrics_file.close, eval_file.close, alarms_file.close, ckpt.close,
+               *(() if best is None else (best.close,)))
   info("Done: %d steps in %.1fs; work directory %s", total - start, time.time() - t_start,
        workdir)
   return host_state(state)

@@ -223,14 +223,38 @@ def test_check_raises_monitor_stop_only_for_stop_on_kinds():
   m.check([])
 
 
-def test_default_config_stops_on_non_finite_only():
+def test_default_config_stops_on_non_finite_and_diverged_only():
   defaults = mon.monitor_config_defaults()
   assert set(defaults["watch"]) == set(mon.KINDS) and tuple(defaults["stop_on"]) == (
-      "non_finite",)
+      "non_finite", "diverged")
   m = Monitor.from_config()
   with pytest.raises(MonitorStop, match="non_finite"):
     m.check(m.update(1, with_(1, d_loss=float("nan"))))
+  m = Monitor.from_config()
+  with pytest.raises(MonitorStop, match="diverged"):
+    m.check(m.update(1, with_(1, d_real_logit=8.6e14)))
   m.check(Monitor.from_config({"d_loss_patience": 1}).update(1, with_(1, d_loss=0.0)))
+
+
+@pytest.mark.parametrize("loss", ["non_saturating", "hinge", "wasserstein"])
+def test_finite_divergence_fires_on_huge_logits_or_a_window_of_zero_gradients(loss):
+  # The run at learning rate 1e6: logits about 8.6e14, both gradient norms 0.
+  m = Monitor.from_config({"logit_max": 1e6}, loss=loss)
+  [alarm] = [a for a in m.update(1, with_(1, d_real_logit=8.6e14, d_fake_logit=-1e3))
+             if a.kind == "diverged"]
+  assert alarm.values == {"d_real_logit": 8.6e14} and "beyond +-1e+06" in alarm.message
+  assert not [a for a in m.update(2, with_(2, d_fake_logit=-2e6)) if a.kind == "diverged"]
+  assert "diverged" in m.active  # one alarm per episode
+  m = Monitor.from_config({"zero_grad_patience": 3}, loss=loss)
+  zero = dict(d_grad_norm=0.0, g_grad_norm=0.0)
+  fired = [[a.kind for a in m.update(s, with_(s, **zero))] for s in range(1, 5)]
+  assert [("diverged" in f) for f in fired] == [False, False, True, False]
+  assert m.update(5, with_(5)) == [] and "diverged" not in m.active  # re-armed
+  # One player's gradient 0 (hinge D beyond its margins) is not divergence.
+  m = Monitor.from_config({"zero_grad_patience": 1}, loss=loss)
+  assert not [a for a in m.update(1, with_(1, d_grad_norm=0.0)) if a.kind == "diverged"]
+  # Logits of +-1e6 exactly are allowed.
+  assert not [a for a in m.update(2, with_(2, d_real_logit=1e6)) if a.kind == "diverged"]
 
 
 def test_defaults_are_a_plain_json_dict_and_accepted_from_a_config_dict():
@@ -241,7 +265,8 @@ def test_defaults_are_a_plain_json_dict_and_accepted_from_a_config_dict():
   section.d_loss_floor = 0.01
   assert Monitor.from_config(section).d_loss_floor == 0.01
   # Also after a JSON round trip (the trainer saves the config as JSON): lists, not tuples.
-  assert Monitor.from_config(json.loads(json.dumps(defaults))).stop_on == {"non_finite"}
+  assert Monitor.from_config(json.loads(json.dumps(defaults))).stop_on == {"non_finite",
+                                                                           "diverged"}
   assert Monitor.from_config({"stop_on": "non_finite, exploding_gradients"}).stop_on == {
       "non_finite", "exploding_gradients"}
 

@@ -15,8 +15,8 @@ samples (paper sec. 3). The sample grids have 10 rows of 10: row i shows digit i
 from experiments.configs import dcgan_digits
 
 
-def get_config():
-  c = dcgan_digits.get_config()
+def get_config(data: str = ""):
+  c = dcgan_digits.get_config(data)
   # Adam, lr 2e-4, beta1 0.5 (dcgan_digits), as in the AC-GAN paper's appendix.
   c.data.labels = True
   c.model.num_classes = 10

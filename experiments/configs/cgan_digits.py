@@ -12,8 +12,8 @@ labels they were generated for. The sample grids have 10 rows of 10: row i shows
 from experiments.configs import dcgan_digits
 
 
-def get_config():
-  c = dcgan_digits.get_config()
+def get_config(data: str = ""):
+  c = dcgan_digits.get_config(data)
   c.data.labels = True
   c.model.num_classes = 10
   c.model.conditioning = "concat"

@@ -2,12 +2,16 @@
 resized to 16x16: the offline default image run.
 
 python experiments/train.py --config=experiments/configs/dcgan_digits.py --workdir=runs/digits
+
+The same GAN on another data source: name it after the file, and set its options, e.g.
+--config=experiments/configs/dcgan_digits.py:array --config.data.path=images.npz
+(`gax.builders.with_data`; the section then holds every option of that source).
 """
 
-from gax.builders import base_config
+from gax.builders import base_config, with_data
 
 
-def get_config():
+def get_config(data: str = ""):
   c = base_config()
   c.data = {"name": "digits", "batch_size": 64, "image_size": 16}
   c.model = {"name": "dcgan", "width": 32, "dtype": "float32", "conv_impl": "auto"}
@@ -22,4 +26,4 @@ def get_config():
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
   c.train.num_samples = 64
-  return c
+  return with_data(c, data)

@@ -10,8 +10,8 @@ et al. 2018 (table 1). EMA decay 0.999 over G's weights (Yazici et al. 2019).
 from experiments.configs import dcgan_digits
 
 
-def get_config():
-  c = dcgan_digits.get_config()
+def get_config(data: str = ""):
+  c = dcgan_digits.get_config(data)
   c.model.d_norm = "none"  # SNGAN's D has no batch norm (Miyato et al. 2018, appendix B)
   c.loss = "hinge"
   c.tricks.spectral_norm.enabled = True
