@@ -96,6 +96,7 @@ DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sa
 DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
 CALIBRATION_BATCH = 500  # real and generated points per step of DRS's D calibration
 STACKED_RESULTS = ("modes_covered", "reverse_kl")  # of the 1000 stacked-digits modes
+STACKED_DATASETS = ("stacked_digits", "stacked_mnist")
 
 # Which way is better, for every metric `eval.best_metric` can name.
 METRIC_DIRECTIONS = {
@@ -356,10 +357,13 @@ class Evaluator:
       raise ValueError("config.eval.drs scores the 2D mixtures only; for other data draw DRS "
                        "samples with gax.rejection.rejection_sample.")
     name = _dataset_name(config, tfds=False)
-    resolve_best_metric(settings, image_results(settings.metrics, name == "stacked_digits"),
-                        "images")
+    stacked = name in STACKED_DATASETS
+    resolve_best_metric(settings, image_results(settings.metrics, stacked), "images")
+    digits = {"digits": "digits", "stacked_digits": "digits", "mnist": "mnist",
+              "stacked_mnist": "mnist"}.get(name, "")
+    mnist_path = str(_as_plain_dict(config.data).get("path", "")) if digits == "mnist" else ""
     return ImageEvaluator(settings, source, workdir, dataset=_dataset_name(config),
-                          digits=name == "digits", stacked=name == "stacked_digits")
+                          digits=digits, stacked=stacked, mnist_path=mnist_path)
 
 
 def _dataset_name(config: Any, tfds: bool = True) -> str:
@@ -478,7 +482,7 @@ class ImageEvaluator(Evaluator):
   kind = "images"
 
   def __init__(self, settings: EvalSettings, source: Any, workdir: str, dataset: str = "data",
-               digits: bool = False, stacked: bool = False):
+               digits: str = "", stacked: bool = False, mnist_path: str = ""):
     self.settings = settings
     images = getattr(source, "images", None)
     if images is None:
@@ -493,7 +497,7 @@ class ImageEvaluator(Evaluator):
       self.classifier_path = os.path.abspath(
           settings.classifier_path or os.path.join(workdir, CLASSIFIER_FILE))
       self.extractor, fingerprint = _classifier(self.classifier_path, source, dataset, digits,
-                                                settings.classifier_steps, stacked)
+                                                settings.classifier_steps, stacked, mnist_path)
     self.extractor.check_images(images[:1])
     if "is" in settings.metrics and not self.extractor.num_classes:
       raise ValueError(f"eval.metrics has 'is' but {self.extractor.name} has no logits.")
@@ -572,41 +576,56 @@ def _inception(path: str) -> Tuple[features_lib.FeatureExtractor, str]:
   return features_lib.inception_v3_from_variables(variables), _fingerprint(variables)
 
 
-def _classifier(path: str, source: Any, dataset: str, digits: bool, steps: int,
-                stacked: bool = False) -> Tuple[features_lib.FeatureExtractor, str]:
+def _classifier(path: str, source: Any, dataset: str, digits: str, steps: int,
+                stacked: bool = False,
+                mnist_path: str = "") -> Tuple[features_lib.FeatureExtractor, str]:
   """The classifier at `path`, or when absent one trained (and saved there) on `source`'s
-  images and labels; for the digits dataset on all digits (`digits_classifier`), whose labels
-  the source may not carry; for stacked digits a digits classifier applied to every channel
+  images and labels. For `digits="digits"` (sklearn's) a classifier of all 1797 digits
+  (`digits_classifier`), whose labels the source may not carry; for `digits="mnist"` one of
+  the 4000 MNIST training digits (`mnist_classifier`; its accuracy on the 1000 held-out
+  digits is logged); for stacked data that digit classifier applied to every channel
   (`gax.metrics.stacked.stacked_extractor`)."""
   shape = tuple(int(d) for d in source.images.shape[1:])
-  if stacked:
+
+  def digit_classifier():
     t0 = time.time()
     existed = os.path.isfile(path)
-    clf = classifier_lib.digits_classifier(shape[0], steps=steps, cache_path=path)
-    logging.info("Evaluation: stacked-digits classifier %s %s %s (%.1fs)", clf.name,
-                 "from" if existed else "trained, saved to", path, time.time() - t0)
+    if digits == "mnist":
+      clf = classifier_lib.mnist_classifier(shape[0], steps=steps, cache_path=path,
+                                            path=mnist_path)
+      accuracy = f", {classifier_lib.mnist_test_accuracy(clf, mnist_path):.4f} on the " \
+                 "1000 held-out MNIST digits"
+    else:
+      clf = classifier_lib.digits_classifier(shape[0], steps=steps, cache_path=path)
+      accuracy = ""
+    logging.info("Evaluation: digit classifier %s %s %s (%.1fs%s)", clf.name,
+                 "from" if existed else "trained, saved to", path, time.time() - t0, accuracy)
+    return clf
+
+  if stacked:
+    clf = digit_classifier()
     return stacked_lib.stacked_extractor(clf), _fingerprint(clf.variables)
+  if digits and shape[0] == shape[1] and shape[2] == 1:
+    clf = digit_classifier()
+    return clf.extractor(), _fingerprint(clf.variables)
   if os.path.isfile(path):
     clf = classifier_lib.load_classifier(path)
     logging.info("Evaluation: classifier %s from %s", clf.name, path)
   else:
     t0 = time.time()
-    if digits and shape[0] == shape[1] and shape[2] == 1:
-      clf = classifier_lib.digits_classifier(shape[0], steps=steps, cache_path=path)
-    else:
-      labels = getattr(source, "labels", None)
-      if labels is None:
-        raise ValueError(
-            f"eval.features='classifier' trains its feature network on the run's labelled real "
-            f"images, but the {dataset!r} data has no labels (config.data.labels is off or the "
-            f"dataset has none). Use eval.features='inception_v3' with eval.inception_path (a "
-            f"local weight file); or set config.data.labels=True if the dataset has labels (an "
-            f"unconditional model ignores them); or point eval.classifier_path at a classifier "
-            f"file trained elsewhere (gax.metrics.classifier.save_classifier); or train without "
-            f"evaluation, eval.every=-1.")
-      clf = classifier_lib.train_classifier(source.images, labels, source.num_classes or None,
-                                            steps=steps, name=f"{dataset}{shape[0]}")
-      classifier_lib.save_classifier(path, clf)
+    labels = getattr(source, "labels", None)
+    if labels is None:
+      raise ValueError(
+          f"eval.features='classifier' trains its feature network on the run's labelled real "
+          f"images, but the {dataset!r} data has no labels (config.data.labels is off or the "
+          f"dataset has none). Use eval.features='inception_v3' with eval.inception_path (a "
+          f"local weight file); or set config.data.labels=True if the dataset has labels (an "
+          f"unconditional model ignores them); or point eval.classifier_path at a classifier "
+          f"file trained elsewhere (gax.metrics.classifier.save_classifier); or train without "
+          f"evaluation, eval.every=-1.")
+    clf = classifier_lib.train_classifier(source.images, labels, source.num_classes or None,
+                                          steps=steps, name=f"{dataset}{shape[0]}")
+    classifier_lib.save_classifier(path, clf)
     logging.info("Evaluation: trained classifier %s (%d steps, %.1fs), saved to %s", clf.name,
                  steps, time.time() - t0, path)
   if tuple(clf.image_shape) != shape:

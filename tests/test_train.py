@@ -194,7 +194,8 @@ def test_unknown_config_key_on_the_command_line_fails(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ring", "grid", "dcgan_digits", "dcgan_digits_sn", "acgan_digits",
-                                  "cgan_digits", "dcgan_stacked_digits"])
+                                  "cgan_digits", "dcgan_stacked_digits", "dcgan_mnist",
+                                  "dcgan_stacked_mnist"])
 def test_shipped_configs_build(name):
   import importlib  # pylint: disable=g-import-not-at-top
   from gax import builders  # pylint: disable=g-import-not-at-top
