@@ -10,18 +10,13 @@ classifier applied to each channel and reports the reverse KL over the 1000 mode
 FID; `best/` keeps the step with the most modes.
 """
 
-from experiments.configs import dcgan_digits  # the launcher puts the repo root on sys.path
+from experiments.configs import dcgan_mnist  # the launcher puts the repo root on sys.path
 from gax.builders import data_config
 
 
 def get_config():
-  c = dcgan_digits.get_config()
+  c = dcgan_mnist.get_config()
   c.data = data_config("stacked_mnist", 64, image_size=32)
-  c.model.width = 32
-  c.train.steps = 5000
-  c.train.sample_every = 1000
-  c.train.checkpoint_every = 1000
-  c.eval.every = 1000
   c.eval.num_samples = 25600
   c.eval.best_metric = "modes_covered"
   return c
