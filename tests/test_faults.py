@@ -386,6 +386,10 @@ def test_launcher_errors_are_one_line(tmp_path):
   c.model.g_hidden, c.model.d_hidden = (32,), (32,)
   trainer.train(c, workdir)
   _flip_array_data(os.path.join(workdir, "checkpoints", "8"))
+  empty = tmp_path / "empty"  # a run that never checkpointed
+  empty.mkdir()
+  for name in (trainer.CONFIG_FILE, trainer.RUN_FILE):
+    shutil.copy(os.path.join(workdir, name), empty / name)
   config = [f"--config.{k}" for k in ("train.steps=12", "train.checkpoint_every=4",
                                       "data.batch_size=32", "latent.dim=4",
                                       "model.g_hidden=(32,)", "model.d_hidden=(32,)",
@@ -396,6 +400,8 @@ def test_launcher_errors_are_one_line(tmp_path):
                *config), r"train.py: error: .*checkpoint of step 8 .* corrupt.*resume from step 4"),
       (_launch("sample.py", f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'x.npy'}"),
        r"sample.py: error: No work directory"),
+      (_launch("sample.py", f"--workdir={empty}", f"--out={tmp_path / 'x.npy'}"),
+       r"sample.py: error: .* has no checkpoint yet"),
       (_launch("train.py", "--config=experiments/configs/dcgan_digits.py",
                f"--workdir={tmp_path / 'd'}", "--config.data.path=x.npz"),
        r"train.py: error: config.data has no key 'path' .*its keys: batch_size, image_size, "
