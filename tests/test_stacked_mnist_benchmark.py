@@ -1,0 +1,45 @@
+"""benchmarks/stacked_mnist.py: the protocol's config, the jobs, and a tiny end-to-end run
+whose table sets the measured rows beside PacGAN's Table 2."""
+
+import os
+
+import pytest
+
+from benchmarks import stacked_mnist as bench
+from gax import builders
+
+
+def test_the_protocol_config_and_jobs():
+  base = bench.base_config(100)
+  builders.validate_config(base)
+  assert (base.data.name, base.data.image_size, base.latent.dim) == ("stacked_mnist", 32, 100)
+  assert base.eval.num_samples == 26000 and base.eval.every == 100
+  assert (base.optimizer.d.learning_rate, base.optimizer.d.b1) == (2e-4, 0.5)
+  jobs = bench.make_jobs(["dcgan", "pacdcgan3"], 2, base)
+  assert [(j.variant.name, j.seed) for j in jobs] == [("dcgan", 0), ("dcgan", 1),
+                                                      ("pacdcgan3", 0), ("pacdcgan3", 1)]
+  assert jobs[2].variant.overrides == {"model.packing": 3, "data.batch_size": 192}
+  with pytest.raises(ValueError, match="Unknown methods"):
+    bench.make_jobs(["veegan"], 1, base)
+
+
+def test_standard_error_is_the_closed_form():
+  assert bench.mean_se([1.0, 2.0, 3.0, 6.0]) == pytest.approx((3.0, (14 / 3 / 4) ** 0.5))
+  assert bench.mean_se([5.0]) == (5.0, 0.0)
+
+
+def test_a_tiny_sweep_writes_the_table_beside_the_published_one(tmp_path):
+  from gax import sweep  # pylint: disable=g-import-not-at-top
+  base = bench.base_config(2, width=4, num_examples=64, num_samples=200,
+                           classifier_path=str(tmp_path / "clf.npz"), classifier_steps=20)
+  base.data.batch_size = 8
+  jobs = bench.make_jobs(["dcgan", "pacdcgan2"], 1, base)
+  records = sweep.run_many(jobs, str(tmp_path))
+  assert [r["status"] for r in records] == ["ok", "ok"]
+  assert all(0 < r["final"]["modes_covered"] <= 200 and r["final"]["reverse_kl"] >= 0
+             for r in records)
+  text = bench.write_outputs(str(tmp_path), records)
+  assert "| dcgan | 1 |" in text and "| pacdcgan2 | 1 |" in text
+  assert "| PacDCGAN2 | PacGAN | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
+  assert os.path.isfile(tmp_path / bench.TABLE_FILE)
+  assert os.path.isfile(tmp_path / "clf.npz")  # one classifier, shared by the runs
