@@ -171,14 +171,7 @@ def report(records: Sequence[Dict], datasets: Sequence[str]) -> str:
 
 
 def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str]) -> str:
-  text = report(records, datasets)
-  os.makedirs(root, exist_ok=True)
-  path = os.path.join(root, TABLE_FILE)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-  sweep.write_jsonl(os.path.join(root, RECORDS_FILE), records)
-  return text
+  return sweep.write_results(root, TABLE_FILE, report(records, datasets), RECORDS_FILE, records)
 
 
 def main(argv):

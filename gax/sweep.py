@@ -319,6 +319,19 @@ def write_jsonl(path: str, records: Iterable[Mapping[str, Any]]) -> None:
   os.replace(path + ".tmp", path)
 
 
+def write_results(root: str, table_file: str, text: str, records_file: str,
+                  records: Iterable[Mapping[str, Any]]) -> str:
+  """Writes a sweep's table `text` to `<root>/<table_file>` and its `records` to
+  `<root>/<records_file>` (JSON lines), each atomically; returns `text`."""
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, table_file)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+  write_jsonl(os.path.join(root, records_file), records)
+  return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
   """One run of a sweep: `base` with `variant` and `seed`, in `<root>/<group>/<variant>/
