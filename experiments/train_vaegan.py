@@ -109,10 +109,8 @@ def _train(config, workdir):
           m = {k: float(v) for k, v in jax.device_get(m).items()}
           bad = [k for k, v in m.items() if not math.isfinite(v)]
           if bad:
-            ckpt.wait()
-            raise FloatingPointError(
-                f"Non-finite metrics {bad} at step {done}; the newest checkpoint (checked "
-                f"finite when saved) is step {ckpt.latest_step()} in {ckpt.directory}.")
+            raise FloatingPointError(f"Non-finite metrics {bad} at step {done}; "
+                                     f"{ckpt.newest_note()}.")
           rate = (done - t_start) / max(time.time() - t0, 1e-9)
           mf.write(json.dumps({"step": done, **m, "steps_per_s": rate}) + "\n")
           mf.flush()

@@ -46,14 +46,20 @@ CHECKSUM_FORMAT = "gax-crc32-v1"
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint exists but cannot be restored into the expected state."""
+  """A checkpoint exists but cannot be restored into the expected state.
+
+  `summary`: the message without `hint` (how to resume from another checkpoint)."""
+
+  def __init__(self, summary: str, hint: str = ""):
+    super().__init__(summary + hint)
+    self.summary = summary
 
 
 class CorruptCheckpointError(CheckpointError):
   """A checkpoint was read, but its arrays are not those that were saved (`step`: its step)."""
 
-  def __init__(self, message: str, step: int):
-    super().__init__(message)
+  def __init__(self, summary: str, hint: str, step: int):
+    super().__init__(summary, hint)
     self.step = step
 
 
@@ -150,12 +156,9 @@ class Checkpointer:
     """
     bad = non_finite_paths(state)
     if bad:
-      latest = self.latest_step()
-      kept = (f"the newest checkpoint is step {latest} in {self.directory}" if latest is not None
-              else f"{self.directory} holds no checkpoint")
       raise NonFiniteStateError(
           f"The state of step {step} holds NaN or infinite values (in {len(bad)} arrays, e.g. "
-          f"{', '.join(bad[:3])}): it was not checkpointed; {kept}.", bad)
+          f"{', '.join(bad[:3])}): it was not checkpointed; {self.newest_note()}.", bad)
     state = global_replicas(state)
     args = ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardSave(state),
@@ -188,6 +191,16 @@ class Checkpointer:
               f"The checkpoints of steps {intact} are intact" if intact else
               "No earlier checkpoint exists") + "; free space (or fix the directory) and "
           "rerun to resume from the newest.") from e
+
+  def newest_note(self) -> str:
+    """Once pending saves are done, "the newest checkpoint is step N in DIR, checked finite
+    when saved", or that the directory holds none: what a run that stops can resume from."""
+    self.wait()
+    latest = self.latest_step()
+    if latest is None:
+      return f"{self.directory} holds no checkpoint"
+    return (f"the newest checkpoint is step {latest} in {self.directory}, checked finite when "
+            "saved")
 
   def _hint(self, step: int) -> str:
     others = [s for s in self.all_steps() if s != step]
@@ -226,13 +239,13 @@ class Checkpointer:
       raise CheckpointError(
           f"Could not restore the checkpoint of step {step} from {self.step_dir(step)}: it is "
           f"corrupt or was written for a different model/config. {type(e).__name__}: "
-          f"{str(e).split(' [tensorstore_spec')[0][:500]}.{self._hint(step)}") from e
+          f"{str(e).split(' [tensorstore_spec')[0][:500]}.", self._hint(step)) from e
     state, saved = restored[STATE_ITEM], restored[CHECKSUMS_ITEM]
     leaves = saved.get("leaves") if isinstance(saved, dict) else None
     if not isinstance(leaves, dict) or saved.get("format") != CHECKSUM_FORMAT:
       raise CorruptCheckpointError(
           f"The checkpoint of step {step} in {self.step_dir(step)} has no readable checksums "
-          f"({CHECKSUMS_ITEM}/ is damaged), so its arrays cannot be trusted.{self._hint(step)}",
+          f"({CHECKSUMS_ITEM}/ is damaged), so its arrays cannot be trusted.", self._hint(step),
           step)
     found = state_checksums(state)
     differ = sorted(k for k in set(found) | set(leaves)
@@ -242,7 +255,7 @@ class Checkpointer:
       raise CorruptCheckpointError(
           f"The checkpoint of step {step} in {self.step_dir(step)} is corrupt: {len(differ)} of "
           f"its {len(leaves)} arrays differ from the checksums saved with it (e.g. "
-          f"{', '.join(differ[:3])}).{self._hint(step)}", step)
+          f"{', '.join(differ[:3])}).", self._hint(step), step)
     return state
 
   def restore_newest_good(self, template: Any) -> Any:
@@ -264,8 +277,7 @@ class Checkpointer:
           shutil.rmtree(aside)
         shutil.move(self.step_dir(step), aside)
         self._manager.reload()
-        logging.warning("%s Moved it to %s; trying the previous checkpoint.", str(e).split(
-            " Earlier checkpoints:")[0], aside)
+        logging.warning("%s Moved it to %s; trying the previous checkpoint.", e.summary, aside)
 
   def delete(self, step: int) -> None:
     """Deletes the checkpoint of `step` (e.g. to write that step again)."""

@@ -17,7 +17,7 @@ import importlib.util
 import os
 import sys
 import traceback
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, NoReturn, Optional, Sequence
 
 from absl import app, flags
 
@@ -38,7 +38,7 @@ def error_message(e: BaseException) -> str:
   return " ".join(str(msg).split()) or type(e).__name__
 
 
-def fail(message: str, status: int = 1) -> None:
+def fail(message: str, status: int = 1) -> NoReturn:
   """Prints `<script>: error: message` on stderr and exits with `status`."""
   print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr, flush=True)
   sys.exit(status)
@@ -100,7 +100,6 @@ def _parse_flags(argv: List[str]) -> List[str]:
       traceback.print_exc()
     fail(override_error(argv) or f"bad command-line flag: {type(e).__name__}: "
          f"{error_message(e)}", status=2)
-    raise  # not reached
 
 
 def _unraisable(hook):

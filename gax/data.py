@@ -1095,9 +1095,16 @@ def stacked_digits_images(num_examples: int = 25600, image_size: int = 16,
   if size is None:
     raise ValueError("stacked_digits needs an image_size.")
   images, digit = load_digits_images()
-  images = resize_images(images, size)[..., 0]
+  return stack_triples(resize_images(images, size), digit, num_examples, seed)
+
+
+def stack_triples(images: np.ndarray, digit: np.ndarray, num_examples: int,
+                  seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """`num_examples` triples of the single-channel `images` (`[N, S, S, 1]`, classes `digit`),
+  drawn uniformly with replacement by `np.random.default_rng(seed)` and stacked as R, G, B;
+  labels `100 d_R + 10 d_G + d_B`. Stacked digits and Stacked MNIST are this of their digits."""
   idx = np.random.default_rng(seed).integers(0, len(images), size=(int(num_examples), 3))
-  stacked = np.stack([images[idx[:, c]] for c in range(3)], axis=-1)
+  stacked = np.stack([images[idx[:, c], ..., 0] for c in range(3)], axis=-1)
   d = digit[idx]
   labels = (100 * d[:, 0] + 10 * d[:, 1] + d[:, 2]).astype(np.int32)
   return np.ascontiguousarray(stacked), labels
@@ -1238,11 +1245,7 @@ def stacked_mnist_images(num_examples: int = 25600, split: str = "train", image_
   """
   checks.integer(num_examples, "data.num_examples")
   images, digit = load_mnist(split, image_size, path)
-  idx = np.random.default_rng(seed).integers(0, len(images), size=(int(num_examples), 3))
-  stacked = np.stack([images[idx[:, c], ..., 0] for c in range(3)], axis=-1)
-  d = digit[idx]
-  return (np.ascontiguousarray(stacked),
-          (100 * d[:, 0] + 10 * d[:, 1] + d[:, 2]).astype(np.int32))
+  return stack_triples(images, digit, num_examples, seed)
 
 
 @DATASETS.register("stacked_mnist")

@@ -100,9 +100,10 @@ def monitor_config_defaults() -> Dict[str, Any]:
   Keys:
     watch: the failure kinds to check (default: all of `KINDS`).
     stop_on: the kinds that stop training (`Monitor.check` raises `MonitorStop`); a subset of
-      `watch`. Default: those of `non_finite` and `diverged` that are watched, the two a run cannot recover from (NaN
-      stays NaN; with every gradient exactly 0 no parameter moves again, and a D whose logits
-      are beyond 1e6 saturates every sigmoid loss, so its gradients vanish in float32). The
+      `watch`. Default: those of `non_finite` and `diverged` that are watched, the two a run
+      cannot recover from (NaN stays NaN; with every gradient exactly 0 no parameter moves
+      again, and a D whose logits are beyond 1e6 saturates every sigmoid loss, so its
+      gradients vanish in float32). The
       others are warnings: D winning or a trend in G's loss can pass, and stopping on them
       would end runs that recover.
     logit_max: `diverged` fires when the mean real or fake D logit is beyond +-this.
@@ -229,8 +230,8 @@ class Monitor:
 
   def __init__(self, watch: Sequence[str] = KINDS,
                stop_on: Sequence[str] = (NON_FINITE, DIVERGED), logit_max: float = 1e6,
-               zero_grad_patience: int = 3, grad_norm_max: float = 100.0, d_loss_floor: float = 1e-3,
-               d_loss_patience: int = 5, d_wins_loss: float = 0.0,
+               zero_grad_patience: int = 3, grad_norm_max: float = 100.0,
+               d_loss_floor: float = 1e-3, d_loss_patience: int = 5, d_wins_loss: float = 0.0,
                d_wins_logit_gap: float = 4.0, g_trend_window: int = 10,
                g_trend_min_r2: float = 0.6, g_trend_min_change: float = 0.1,
                mode_collapse_fraction: float = 0.5, loss: Optional[str] = None):

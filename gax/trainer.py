@@ -51,6 +51,7 @@ from absl import logging
 from gax import builders, evaluation, parallel, visualize
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
+from gax.cli import TRACEBACK_ENV
 from gax.data import prefetch
 from gax.workdir import WorkdirError, WorkdirLock
 from gax.state import GANState, param_count
@@ -313,7 +314,7 @@ class _QuietOrbax(stdlib_logging.Filter):
   def filter(self, record: stdlib_logging.LogRecord) -> bool:
     if "/orbax/" in record.pathname:
       return record.levelno == stdlib_logging.WARNING or (
-          record.levelno > stdlib_logging.WARNING and bool(os.environ.get("GAX_TRACEBACK")))
+          record.levelno > stdlib_logging.WARNING and bool(os.environ.get(TRACEBACK_ENV)))
     # asyncio's "Task exception was never retrieved" for Orbax's abandoned writes.
     return record.name != "asyncio" or "orbax" not in record.getMessage()
 
@@ -524,12 +525,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
         _append(alarms_file, [a.to_dict() for a in alarms])
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
-          ckpt.wait()
-          kept = ckpt.latest_step()
-          raise FloatingPointError(
-              f"Non-finite {bad} at step {done}: training diverged. " + (
-                  f"The newest checkpoint, step {kept} in {ckpt.directory}, was checked finite "
-                  "when saved." if kept is not None else "No checkpoint was saved."))
+          raise FloatingPointError(f"Non-finite {bad} at step {done}: training diverged; "
+                                   f"{ckpt.newest_note()}.")
         record = {"step": done, **m, "steps_per_sec": rate, "elapsed_sec": now - t_start}
         _append(metrics_file, [record])
         info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,

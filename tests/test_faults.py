@@ -282,7 +282,7 @@ def test_a_state_with_nan_is_never_checkpointed(tmp_path, monkeypatch):
   assert c.all_steps() == [4]
   c.close()
   # And a non-finite metric at a log names the newest (finite) checkpoint.
-  with pytest.raises(FloatingPointError, match=r"Non-finite.*at step 6.*newest checkpoint, "
+  with pytest.raises(FloatingPointError, match=r"Non-finite.*at step 6.*newest checkpoint is "
                      r"step 4 .* checked finite"):
     trainer.train(ring_config(log_every=1), str(tmp_path / "logged"))
 

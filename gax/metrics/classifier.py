@@ -220,15 +220,27 @@ def digits_classifier(image_size: int = 16, steps: int = 1000, seed: int = 0,
   """
   from gax.data import load_digits_images, resize_images  # pylint: disable=g-import-not-at-top
 
+  def data():
+    images, labels = load_digits_images()
+    return resize_images(images, image_size), labels
+
+  return _cached_digit_classifier(cache_path, image_size, data, steps, seed, "digits")
+
+
+def _cached_digit_classifier(cache_path: Optional[str], image_size: int, data: Any, steps: int,
+                             seed: int, name: str) -> Classifier:
+  """The 10-digit classifier cached at `cache_path` (it must take `image_size` digits), else
+  one trained on `data()` = `(images, labels)` and saved there when a path is given."""
   if cache_path is not None and os.path.isfile(cache_path):
     clf = load_classifier(cache_path)
-    if clf.image_shape != (image_size, image_size, 1):
+    if clf.image_shape != (image_size, image_size, 1) or clf.model.num_classes != 10:
       raise ValueError(f"The classifier cached at {cache_path!r} takes {clf.image_shape} "
-                       f"images, not {image_size}x{image_size}x1; delete it or use another path.")
+                       f"images, not {image_size}x{image_size}x1 digits; delete it or use "
+                       "another path.")
     return clf
-  images, labels = load_digits_images()
-  clf = train_classifier(resize_images(images, image_size), labels, 10, steps=steps, seed=seed,
-                         name=f"digits{image_size}")
+  images, labels = data()
+  clf = train_classifier(images, labels, 10, steps=steps, seed=seed,
+                         name=f"{name}{image_size}")
   if cache_path is not None:
     save_classifier(cache_path, clf)
   return clf
@@ -245,18 +257,9 @@ def mnist_classifier(image_size: int = 28, steps: int = 1000, seed: int = 0,
   """
   from gax.data import load_mnist  # pylint: disable=g-import-not-at-top
 
-  if cache_path is not None and os.path.isfile(cache_path):
-    clf = load_classifier(cache_path)
-    if clf.image_shape != (image_size, image_size, 1) or clf.model.num_classes != 10:
-      raise ValueError(f"The classifier cached at {cache_path!r} takes {clf.image_shape} "
-                       f"images, not {image_size}x{image_size}x1 digits; delete it or use "
-                       "another path.")
-    return clf
-  images, labels = load_mnist("train", image_size, path)
-  clf = train_classifier(images, labels, 10, steps=steps, seed=seed, name=f"mnist{image_size}")
-  if cache_path is not None:
-    save_classifier(cache_path, clf)
-  return clf
+  return _cached_digit_classifier(cache_path, image_size,
+                                  lambda: load_mnist("train", image_size, path), steps, seed,
+                                  "mnist")
 
 
 def mnist_test_accuracy(classifier: Classifier, path: str = "") -> float:
