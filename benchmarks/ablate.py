@@ -37,31 +37,43 @@ FLAGS = flags.FLAGS
 
 MIXTURE_METRICS = ("modes_covered", "modes_any", "hq_fraction", "reverse_kl")
 DIGITS_METRICS = ("fid", "is", "precision", "recall")
+MNIST_METRICS = ("fid", "kid", "is", "precision", "recall")
 
 
 def metrics_for(dataset: str) -> Sequence[str]:
-  return DIGITS_METRICS if dataset == "digits" else MIXTURE_METRICS
+  return {"digits": DIGITS_METRICS, "mnist": MNIST_METRICS}.get(dataset, MIXTURE_METRICS)
 
 
 def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture_steps: int,
               digits_steps: int, hidden: Sequence[int], root: str,
               digits_samples: int = 1000, arch: str = "gax",
-              first_seed: int = 0) -> List[sweep.Job]:
-  """The jobs of a sweep: for each dataset the baseline and every variant name, each seed."""
+              first_seed: int = 0, data_fraction: float = 1.0,
+              base_variant: str = "") -> List[sweep.Job]:
+  """The jobs of a sweep: for each dataset the baseline and every variant name, each seed.
+
+  Image datasets train on `data_fraction` of their images (`gax.data.class_fraction`) and
+  are scored against all of them; `base_variant` (a variant name or `+` combination) is
+  switched on in the baseline and every variant, e.g. `sn_hinge_ema`."""
   bad = [d for d in datasets if d not in variants_lib.DATASETS]
   if bad:
     raise ValueError(f"Unknown datasets {bad}; choose from {variants_lib.DATASETS}.")
   seed_list = sweep.seed_range(seeds, first_seed)
   jobs = []
   for dataset in datasets:
-    if dataset == "digits":
+    if dataset in variants_lib.IMAGE_DATASETS:
       steps = digits_steps
-      base = variants_lib.digits_config(
-          steps, num_samples=digits_samples,
-          classifier_path=os.path.abspath(os.path.join(root, "digits_classifier.npz")))
+      options = {} if data_fraction == 1.0 else {"fraction": data_fraction}
+      base = variants_lib.base_for(
+          dataset, steps, num_samples=digits_samples, **options,
+          classifier_path=os.path.abspath(os.path.join(root, f"{dataset}_classifier.npz")))
     else:
+      if data_fraction != 1.0:
+        raise ValueError("--data_fraction applies to the image datasets only.")
       steps = mixture_steps
       base = variants_lib.mixture_config(dataset, steps, hidden=hidden, arch=arch)
+    if base_variant:
+      base = sweep.apply_overrides(
+          base, variants_lib.variant(base_variant, dataset, steps, base.data.batch_size).overrides)
     jobs.extend(sweep.Job(dataset, variants_lib.VARIANTS["baseline"], seed, base)
                 for seed in seed_list)
     for name in names:
@@ -70,7 +82,7 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
       if variants_lib.inapplicable(name, dataset):
         logging.warning("Skipping %s on %s: it does not apply there.", name, dataset)
         continue
-      v = variants_lib.variant(name, dataset, steps)
+      v = variants_lib.variant(name, dataset, steps, base.data.batch_size)
       if not variants_lib.changes_base(base, v):
         logging.warning("Skipping %s on %s: the base config already has it.", name, dataset)
         continue
@@ -111,7 +123,7 @@ def main(argv):
   try:
     jobs = make_jobs(FLAGS.datasets, names, FLAGS.seeds, FLAGS.mixture_steps,
                      FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples,
-                     FLAGS.arch, FLAGS.first_seed)
+                     FLAGS.arch, FLAGS.first_seed, FLAGS.data_fraction, FLAGS.base_variant)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -123,14 +135,19 @@ def main(argv):
 def define_flags() -> None:
   """The command's flags (defined only when run as a script, so that tests can import
   both benchmark modules)."""
-  flags.DEFINE_list("datasets", ["ring", "grid", "digits"], "Datasets: ring, grid, digits.")
+  flags.DEFINE_list("datasets", ["ring", "grid", "digits"], "Datasets: ring, grid, digits, "
+                    "mnist.")
   flags.DEFINE_list("variants", ["all"], "Variants to switch on alone ('all': every one).")
   flags.DEFINE_list("combos", [], "Combinations to run too, e.g. r1+minibatch_discrimination.")
   flags.DEFINE_integer("seeds", 3, "Number of seeds per variant: first_seed, first_seed + 1, ...")
   flags.DEFINE_integer("first_seed", 0, "The first seed (processes sharing a --workdir can "
                        "take disjoint seed ranges).")
   flags.DEFINE_integer("mixture_steps", 5000, "Training steps on the mixtures.")
-  flags.DEFINE_integer("digits_steps", 1000, "Training steps on the digits.")
+  flags.DEFINE_integer("digits_steps", 1000, "Training steps on the image datasets.")
+  flags.DEFINE_float("data_fraction", 1.0, "Fraction of each class of the image datasets to "
+                     "train on (scored against all of it): limited-data runs.")
+  flags.DEFINE_string("base_variant", "", "A variant (or + combination) switched on in the "
+                      "baseline and every variant, e.g. sn_hinge_ema.")
   flags.DEFINE_list("hidden", ["128", "128", "128"], "MLP hidden widths (mixtures, arch gax).")
   flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Mixture networks and optimiser: gax's "
                     "MLPs, or those of the PacGAN code (benchmarks/variants.py: PACGAN_ARCH).")

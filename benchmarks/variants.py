@@ -21,7 +21,7 @@ from typing import Dict, Sequence
 
 import ml_collections
 
-from experiments.configs import dcgan_digits
+from experiments.configs import dcgan_digits, dcgan_mnist
 from gax.builders import base_config
 from gax.optimizers import SCHEDULE_DEFAULTS
 from gax.sweep import Variant, apply_overrides
@@ -31,7 +31,8 @@ MIXTURES = {
     "ring": {"name": "ring", "num_modes": 8, "radius": 1.0, "std": 0.01},
     "grid": {"name": "grid", "side": 5, "spacing": 2.0, "std": 0.05},
 }
-DATASETS = (*MIXTURES, "digits")
+IMAGE_DATASETS = ("digits", "mnist")
+DATASETS = (*MIXTURES, *IMAGE_DATASETS)
 
 
 # The networks and optimiser of the official PacGAN mixture code (`pacgan_task.py` and
@@ -88,10 +89,26 @@ def digits_config(steps: int, evals: int = 2, num_samples: int = 1000,
   return c
 
 
+def mnist_config(steps: int, evals: int = 2, num_samples: int = 1000,
+                 classifier_path: str = "", fraction: float = 1.0) -> ml_collections.ConfigDict:
+  """`experiments/configs/dcgan_mnist.py` (DCGAN, width 32, real MNIST padded to 32x32) for
+  `steps` steps on `fraction` of the 4000 training digits (`gax.data.class_fraction`),
+  scored by FID/KID/IS/precision/recall against all 4000 with one shared classifier."""
+  c = dcgan_mnist.get_config()
+  c.data.fraction = float(fraction)
+  _schedule(c, steps, evals)
+  c.eval.num_samples = int(num_samples)
+  c.eval.metrics = ("fid", "kid", "is", "pr")
+  c.eval.classifier_path = classifier_path
+  return c
+
+
 def base_for(dataset: str, steps: int, **options) -> ml_collections.ConfigDict:
-  """`mixture_config` or `digits_config` by name."""
+  """`mixture_config`, `digits_config` or `mnist_config` by name."""
   if dataset == "digits":
     return digits_config(steps, **options)
+  if dataset == "mnist":
+    return mnist_config(steps, **options)
   return mixture_config(dataset, steps, **options)
 
 
@@ -147,6 +164,16 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("top_k", {"tricks.top_k.enabled": True}),
     # Two time-scale update rule: D learns 4x faster than G, at SAGAN's rates.
     Variant("ttur", {"optimizer.d.learning_rate": 4e-4, "optimizer.g.learning_rate": 1e-4}),
+    # The SNGAN recipe: spectral norm in D, hinge loss, and an EMA of G's weights to sample.
+    Variant("sn_hinge_ema", {"tricks.spectral_norm.enabled": True, "loss": "hinge",
+                             "tricks.g_ema.enabled": True}),
+    # Data-efficient training (issue 21); images only.
+    Variant("diffaugment", {"tricks.diffaugment.enabled": True}),
+    Variant("ada", {"tricks.ada.enabled": True}),  # kimg set by `variant`
+    Variant("lecam", {"tricks.lecam.enabled": True}),  # start_step set by `variant`
+    Variant("cr", {"tricks.cr.enabled": True}),
+    Variant("bcr", {"tricks.bcr.enabled": True}),
+    Variant("zcr", {"tricks.zcr.enabled": True}),
 ]}
 
 SOURCES = {
@@ -177,12 +204,24 @@ SOURCES = {
     "top_k": "Sinha et al. 2020 (gamma 0.99, nu 0.5, k at its floor about half-way)",
     "ttur": "Heusel et al. 2017 (TTUR), at the rates of Zhang et al. 2019 (SAGAN): D 4e-4, "
             "G 1e-4",
+    "sn_hinge_ema": "Miyato et al. 2018 (SNGAN: spectral norm, hinge loss) with G's EMA "
+                    "(Yazici et al. 2019)",
+    "diffaugment": "Zhao et al. 2020 (color, translation, cutout)",
+    "ada": "Karras et al. 2020 (bgc, target 0.6; p can rise 0 -> 1 in a quarter of the run)",
+    "lecam": "Tseng et al. 2021 (weight 0.3, decay 0.9, on from a fifth of the run or step "
+             "1000)",
+    "cr": "Zhang et al. 2020 (weight 10)",
+    "bcr": "Zhao et al. 2021 (bCR, weights 10 and 10)",
+    "zcr": "Zhao et al. 2021 (zCR, weights 5 and 0.5, sigma 0.03)",
 }
 
-# Variants that do not apply to a dataset's base config (the digits DCGAN already has
-# batch norm in G, and its convolutional D has no activation option; the `_paper` packings
-# are the mixtures' protocol).
-NOT_FOR = {"digits": {"g_batch_norm", "relu_d", "pacgan2_paper", "pacgan4_paper"}}
+# Variants that do not apply to a dataset's base config (the image DCGANs already have
+# batch norm in G, and their convolutional D has no activation option; the `_paper` packings
+# are the mixtures' protocol; augmentations and consistency need images).
+_IMAGE_ONLY = {"diffaugment", "ada", "cr", "bcr", "zcr"}
+_NOT_FOR_IMAGES = {"g_batch_norm", "relu_d", "pacgan2_paper", "pacgan4_paper"}
+NOT_FOR = {"digits": _NOT_FOR_IMAGES, "mnist": _NOT_FOR_IMAGES,
+           **{m: _IMAGE_ONLY for m in MIXTURES}}
 
 
 def inapplicable(name: str, dataset: str) -> list:
@@ -191,10 +230,12 @@ def inapplicable(name: str, dataset: str) -> list:
   return [p for p in name.split("+") if p in NOT_FOR.get(dataset, ())]
 
 
-def variant(name: str, dataset: str, steps: int) -> Variant:
-  """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps:
-  instance noise and the learning rates of `lr_decay` decay to 0 over the run, and top-k's k
-  reaches its floor about half-way."""
+def variant(name: str, dataset: str, steps: int, batch_size: int = 64) -> Variant:
+  """`VARIANTS[name]` (or a `+`-joined combination) adapted to a run of `steps` steps of
+  `batch_size` reals: instance noise and the learning rates of `lr_decay` decay to 0 over
+  the run, top-k's k reaches its floor about half-way, ADA's p can go from 0 to 1 in a
+  quarter of the run (the paper's 500k images are longer than these runs), and LeCam's
+  penalty starts after a fifth of the run (at most the authors' step 1000)."""
   parts = name.split("+")
   unknown = [p for p in parts if p not in VARIANTS]
   if unknown:
@@ -212,6 +253,10 @@ def variant(name: str, dataset: str, steps: int) -> Variant:
     # k shrinks by 0.99 per "epoch" of steps / 138 steps, so that it reaches its floor of
     # half the batch (0.99^69 < 0.5) about half-way through the run, whatever its length.
     overrides["tricks.top_k.decay_every"] = max(int(steps) // 138, 1)
+  if "tricks.ada.enabled" in overrides:
+    overrides["tricks.ada.kimg"] = max(int(steps) * int(batch_size) / 4 / 1000, 1e-3)
+  if "tricks.lecam.enabled" in overrides:
+    overrides["tricks.lecam.start_step"] = min(int(steps) // 5, 1000)
   if "optimizer.g.schedule" in overrides:
     # Schedules count each player's own updates: D makes n_critic of them per step.
     n_critic = int(overrides.get("n_critic", 1))

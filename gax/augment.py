@@ -45,6 +45,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gax import noise
 
@@ -241,7 +242,9 @@ def affine(x: Array, g_inv: Array) -> Array:
 
 # Colour: homogeneous 4x4 matrices acting on (r, g, b, 1).
 
-_LUMA = jnp.asarray([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3.0)
+# NumPy, not jnp: a JAX array made at import would start the backend before
+# `jax.distributed.initialize` can run (multi-host launches import the tricks first).
+_LUMA = np.asarray([1.0, 1.0, 1.0, 0.0], np.float32) / np.float32(math.sqrt(3.0))
 
 
 def _eye4(n: int) -> Array:
