@@ -389,8 +389,11 @@ class AdaptiveAugment(Hook):
   def init(self, key, state, data_shape):
     if len(data_shape) != 3:
       raise ValueError(f"ada augments images [H, W, C]; the data are {tuple(data_shape)}.")
-    z = jnp.zeros((), jnp.float32)
-    return {"p": jnp.asarray(self.p, jnp.float32), "signs": z, "count": z, "images": z}
+    # One array per leaf: the trainer donates the state, and a buffer shared by two leaves
+    # cannot be donated twice.
+    zero = lambda: jnp.zeros((), jnp.float32)
+    return {"p": jnp.full((), self.p, jnp.float32), "signs": zero(), "count": zero(),
+            "images": zero()}
 
   def _both(self, st, real, fake, key, ctx):
     k_real, k_fake = jax.random.split(key)
@@ -455,8 +458,7 @@ class LeCam(Hook):
       raise ValueError(f"lecam.start_step must be >= 0, got {self.start_step!r}.")
 
   def init(self, key, state, data_shape):
-    z = jnp.zeros((), jnp.float32)
-    return {"real": z, "fake": z}
+    return {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}
 
   def penalty(self, real_logits: Array, fake_logits: Array, anchor_real: Array,
               anchor_fake: Array) -> Array:
