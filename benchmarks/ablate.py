@@ -62,9 +62,8 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
   for dataset in datasets:
     if dataset in variants_lib.IMAGE_DATASETS:
       steps = digits_steps
-      options = {} if data_fraction == 1.0 else {"fraction": data_fraction}
       base = variants_lib.base_for(
-          dataset, steps, num_samples=digits_samples, **options,
+          dataset, steps, num_samples=digits_samples, fraction=data_fraction,
           classifier_path=os.path.abspath(os.path.join(root, f"{dataset}_classifier.npz")))
     else:
       if data_fraction != 1.0:

@@ -77,16 +77,26 @@ def mixture_config(dataset: str, steps: int, hidden: Sequence[int] = (128, 128, 
   return c
 
 
-def digits_config(steps: int, evals: int = 2, num_samples: int = 1000,
-                  classifier_path: str = "") -> ml_collections.ConfigDict:
-  """`experiments/configs/dcgan_digits.py` (DCGAN, 16x16 digits) for `steps` steps, scored
-  by FID/IS/precision/recall with one shared classifier file."""
-  c = dcgan_digits.get_config()
+def _image_config(c: ml_collections.ConfigDict, steps: int, evals: int, num_samples: int,
+                  classifier_path: str, fraction: float,
+                  metrics: Sequence[str]) -> ml_collections.ConfigDict:
+  """An image config scheduled for `steps` steps, trained on `fraction` of each class
+  (`data.fraction`, set only below 1) and scored by `metrics` with one shared classifier."""
+  if float(fraction) != 1.0:
+    c.data.fraction = float(fraction)
   _schedule(c, steps, evals)
   c.eval.num_samples = int(num_samples)
-  c.eval.metrics = ("fid", "is", "pr")
+  c.eval.metrics = tuple(metrics)
   c.eval.classifier_path = classifier_path
   return c
+
+
+def digits_config(steps: int, evals: int = 2, num_samples: int = 1000,
+                  classifier_path: str = "", fraction: float = 1.0) -> ml_collections.ConfigDict:
+  """`experiments/configs/dcgan_digits.py` (DCGAN, 16x16 digits) for `steps` steps on
+  `fraction` of each class, scored by FID/IS/precision/recall against all 1797 digits."""
+  return _image_config(dcgan_digits.get_config(), steps, evals, num_samples, classifier_path,
+                       fraction, ("fid", "is", "pr"))
 
 
 def mnist_config(steps: int, evals: int = 2, num_samples: int = 1000,
@@ -94,13 +104,8 @@ def mnist_config(steps: int, evals: int = 2, num_samples: int = 1000,
   """`experiments/configs/dcgan_mnist.py` (DCGAN, width 32, real MNIST padded to 32x32) for
   `steps` steps on `fraction` of the 4000 training digits (`gax.data.class_fraction`),
   scored by FID/KID/IS/precision/recall against all 4000 with one shared classifier."""
-  c = dcgan_mnist.get_config()
-  c.data.fraction = float(fraction)
-  _schedule(c, steps, evals)
-  c.eval.num_samples = int(num_samples)
-  c.eval.metrics = ("fid", "kid", "is", "pr")
-  c.eval.classifier_path = classifier_path
-  return c
+  return _image_config(dcgan_mnist.get_config(), steps, evals, num_samples, classifier_path,
+                       fraction, ("fid", "kid", "is", "pr"))
 
 
 def base_for(dataset: str, steps: int, **options) -> ml_collections.ConfigDict:

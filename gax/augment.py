@@ -1,9 +1,9 @@
 """Differentiable augmentations of D's input images: DiffAugment and ADA's pipeline.
 
-Images are NHWC floats in D's input scale ([-1, 1]). Every op is written twice over: a
-deterministic function of explicit per-example parameters (`brightness(x, b)`,
-`translate(x, tx, ty)`, `affine(x, g_inv)`, ...), which the tests check against NumPy
-references, and a `*_params(key, n, ...)` draw of those parameters. Draws go through
+Images are NHWC floats in D's input scale ([-1, 1]). Every op is a deterministic function
+of explicit per-example parameters (`brightness(x, b)`, `translate(x, tx, ty)`,
+`affine(x, g_inv)`, ...), which the tests check against NumPy references; `diff_augment`,
+`flip_translate` and `ada_params` (for `ada_augment`) draw those parameters. Draws go through
 `gax.noise.draw_global`, so under `pmap` N devices with batch B augment exactly as one device
 with batch N * B does; all ops are differentiable in `x` (gradients reach G through them).
 
@@ -168,6 +168,20 @@ def diff_augment(x: Array, key: Array, policy: Sequence[str],
   return x
 
 
+def flip_translate(x: Array, key: Array, axis_name: Optional[str] = None) -> Array:
+  """Consistency regularisation's T (`gax.tricks.Consistency`): a horizontal flip with
+  probability 1/2 and an integer shift of up to 1/8 of the size per axis (zero-filled,
+  `translate`), per image."""
+  check_images(x, "Consistency regularisation")
+  n = x.shape[0]
+  k_flip, k_x, k_y = jax.random.split(key, 3)
+  flip = _draw(lambda k, s: jax.random.bernoulli(k, 0.5, s), k_flip, (n,), axis_name)
+  x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+  sx, sy = translation_range(x.shape)
+  return translate(x, _draw(_randint(-sx, sx + 1), k_x, (n,), axis_name),
+                   _draw(_randint(-sy, sy + 1), k_y, (n,), axis_name))
+
+
 def check_policy(policy: Sequence[str]) -> Tuple[str, ...]:
   policy = tuple(policy)
   bad = [p for p in policy if p not in DIFFAUGMENT_POLICIES]
@@ -293,9 +307,6 @@ def color_matrix(x: Array, m: Array) -> Array:
     row = jnp.mean(m[:, :3, :], axis=1)  # [B, 4]
     return x * _per_example(jnp.sum(row[:, :3], axis=1)) + _per_example(row[:, 3])
   raise ValueError(f"ADA's colour transformations need 1 or 3 channels; got {c}.")
-
-
-ADA_GROUPS = ("b", "g", "c")  # blit, general geometric, colour: the `bgc` pipeline
 
 
 def ada_params(key: Array, shape: Sequence[int], p: Array,

@@ -294,10 +294,8 @@ def _limited(images: np.ndarray, labels: np.ndarray, fraction: float, batch_size
   if float(fraction) != 1.0:
     idx = class_fraction(labels, fraction)
     reference, images, labels = images, images[idx], labels[idx]
-  if not want_labels:
-    return ArraySource(images, batch_size, n_critic, seed, reference_images=reference)
-  return ArraySource(images, batch_size, n_critic, seed, labels=labels,
-                     num_classes=num_classes, reference_images=reference)
+  return _source(images, labels, num_classes, (), batch_size, n_critic, seed, want_labels,
+                 reference_images=reference)
 
 
 @DATASETS.register("digits")
@@ -479,12 +477,12 @@ def _check_size(image_size: Optional[int]) -> Optional[int]:
 
 def _source(images: np.ndarray, labels: Optional[np.ndarray], num_classes: Optional[int],
             class_names: Tuple[str, ...], batch_size: int, n_critic: int, seed: int,
-            want_labels: bool) -> ArraySource:
+            want_labels: bool, reference_images: Optional[np.ndarray] = None) -> ArraySource:
   """The `ArraySource` of loaded images (with their labels if `want_labels`)."""
   if not want_labels:
-    return ArraySource(images, batch_size, n_critic, seed)
+    return ArraySource(images, batch_size, n_critic, seed, reference_images=reference_images)
   return ArraySource(images, batch_size, n_critic, seed, labels=labels, num_classes=num_classes,
-                     class_names=tuple(class_names) or None)
+                     class_names=tuple(class_names) or None, reference_images=reference_images)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def _flat(logits: Array) -> Array:
   return jnp.reshape(logits, (-1,)).astype(jnp.float32)
 
 
-def _global_mean(x: Array, axis_name: Optional[str], axis: Optional[int] = None) -> Array:
+def global_mean(x: Array, axis_name: Optional[str], axis: Optional[int] = None) -> Array:
   """Mean over `axis` (all axes by default) of the global batch: under `pmap` the mean of
   the per-device means, which is the global mean because every device holds as many rows."""
   m = jnp.mean(x, axis=axis)
@@ -384,11 +384,11 @@ def _relativistic_average(name: str, f1: Callable[[Array], Array], f2: Callable[
 
   def relative(real_logits, fake_logits):
     r, f = _flat(real_logits), _flat(fake_logits)
-    return r - _global_mean(f, axis_name), f - _global_mean(r, axis_name)
+    return r - global_mean(f, axis_name), f - global_mean(r, axis_name)
 
   def d_loss(real_logits: Array, fake_logits: Array) -> Array:
     r_rel, f_rel = relative(real_logits, fake_logits)
-    return _global_mean(f1(r_rel), axis_name) + _global_mean(f2(f_rel), axis_name)
+    return global_mean(f1(r_rel), axis_name) + global_mean(f2(f_rel), axis_name)
 
   def g_loss(fake_logits: Array, real_logits: Optional[Array] = None) -> Array:
     if real_logits is None:
@@ -396,7 +396,7 @@ def _relativistic_average(name: str, f1: Callable[[Array], Array], f2: Callable[
           f"The {name} generator loss compares fakes with the real batch and needs "
           "real_logits (the loss has g_needs_real=True: run D on the real batch in the G step).")
     r_rel, f_rel = relative(real_logits, fake_logits)
-    return _global_mean(f1(f_rel), axis_name) + _global_mean(f2(r_rel), axis_name)
+    return global_mean(f1(f_rel), axis_name) + global_mean(f2(r_rel), axis_name)
 
   d_loss.__name__ = d_loss.__qualname__ = f"{name}_d_loss"
   g_loss.__name__ = g_loss.__qualname__ = f"{name}_g_loss"
@@ -480,7 +480,7 @@ def feature_matching_loss(real_features: Array, fake_features: Array,
   if r.shape[1] != f.shape[1]:
     raise ValueError(f"Real and fake features differ in size: {real_features.shape} vs "
                      f"{fake_features.shape}.")
-  diff = _global_mean(r, axis_name, axis=0) - _global_mean(f, axis_name, axis=0)
+  diff = global_mean(r, axis_name, axis=0) - global_mean(f, axis_name, axis=0)
   return jnp.sum(jnp.square(diff))
 
 

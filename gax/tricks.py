@@ -298,11 +298,6 @@ class TopK(Hook):
     return jnp.reshape(logits >= threshold, fake_logits.shape).astype(jnp.float32)
 
 
-def _global_mean(x: Array, axis_name: Optional[str]) -> Array:
-  m = jnp.mean(x)
-  return m if axis_name is None else jax.lax.pmean(m, axis_name)
-
-
 def _global_count(n: int, axis_name: Optional[str]) -> Array:
   n = jnp.asarray(n, jnp.float32)
   return n if axis_name is None else jax.lax.psum(n, axis_name)
@@ -314,8 +309,27 @@ def _policy(value: Any) -> Tuple[str, ...]:
   return augment.check_policy(value)
 
 
+class _Augmenting(Hook):
+  """A hook that augments every image D sees, real and fake, in both players' steps, with
+  independent draws for the two batches: subclasses define `augment(st, x, key, ctx)`."""
+
+  def augment(self, st: Any, x: Array, key: Array, ctx: StepContext) -> Array:
+    raise NotImplementedError
+
+  def _both(self, st, real, fake, key, ctx):
+    k_real, k_fake = jax.random.split(key)
+    return self.augment(st, real, k_real, ctx), self.augment(st, fake, k_fake, ctx)
+
+  def d_inputs(self, st, real, fake, key, ctx):
+    real, fake = self._both(st, real, fake, key, ctx)
+    return real, fake, st
+
+  def g_inputs(self, st, real, fake, key, ctx):
+    return self._both(st, real, fake, key, ctx)
+
+
 @dataclasses.dataclass(frozen=True)
-class DiffAugment(Hook):
+class DiffAugment(_Augmenting):
   """Differentiable augmentation of every image D sees (Zhao et al. 2020, "Differentiable
   Augmentation for Data-Efficient GAN Training", sec. 3): the same random `policy`
   (`gax.augment.diff_augment`: "color", "translation", "cutout", comma-separated) applied to
@@ -337,22 +351,12 @@ class DiffAugment(Hook):
                        f"{tuple(data_shape)}.")
     return None
 
-  def _both(self, real, fake, key, ctx):
-    policy = _policy(self.policy)
-    k_real, k_fake = jax.random.split(key)
-    return (augment.diff_augment(real, k_real, policy, ctx.axis_name),
-            augment.diff_augment(fake, k_fake, policy, ctx.axis_name))
-
-  def d_inputs(self, st, real, fake, key, ctx):
-    real, fake = self._both(real, fake, key, ctx)
-    return real, fake, st
-
-  def g_inputs(self, st, real, fake, key, ctx):
-    return self._both(real, fake, key, ctx)
+  def augment(self, st, x, key, ctx):
+    return augment.diff_augment(x, key, _policy(self.policy), ctx.axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveAugment(Hook):
+class AdaptiveAugment(_Augmenting):
   """Adaptive discriminator augmentation (Karras et al. 2020, "Training Generative
   Adversarial Networks with Limited Data", sec. 3-4): ADA's `bgc` pipeline
   (`gax.augment.ada_augment`) on every image D sees, real and fake, in both players' steps,
@@ -395,21 +399,12 @@ class AdaptiveAugment(Hook):
     return {"p": jnp.full((), self.p, jnp.float32), "signs": zero(), "count": zero(),
             "images": zero()}
 
-  def _both(self, st, real, fake, key, ctx):
-    k_real, k_fake = jax.random.split(key)
-    return (augment.ada_augment(real, k_real, st["p"], ctx.axis_name),
-            augment.ada_augment(fake, k_fake, st["p"], ctx.axis_name))
-
-  def d_inputs(self, st, real, fake, key, ctx):
-    real, fake = self._both(st, real, fake, key, ctx)
-    return real, fake, st
-
-  def g_inputs(self, st, real, fake, key, ctx):
-    return self._both(st, real, fake, key, ctx)
+  def augment(self, st, x, key, ctx):
+    return augment.ada_augment(x, key, st["p"], ctx.axis_name)
 
   def d_objective(self, st, loss, view, ctx):
     signs = jnp.sign(view.real_logits)
-    rt = _global_mean(signs, ctx.axis_name)
+    rt = losses_lib.global_mean(signs, ctx.axis_name)
     n = _global_count(signs.size, ctx.axis_name)
     st = {**st, "signs": st["signs"] + rt * n, "count": st["count"] + n,
           "images": st["images"] + _global_count(view.real.shape[0], ctx.axis_name)}
@@ -468,8 +463,8 @@ class LeCam(Hook):
             + jnp.mean(jnp.square(act(anchor_real - fake_logits))))
 
   def d_objective(self, st, loss, view, ctx):
-    real_mean = jax.lax.stop_gradient(_global_mean(view.real_logits, ctx.axis_name))
-    fake_mean = jax.lax.stop_gradient(_global_mean(view.fake_logits, ctx.axis_name))
+    real_mean = jax.lax.stop_gradient(losses_lib.global_mean(view.real_logits, ctx.axis_name))
+    fake_mean = jax.lax.stop_gradient(losses_lib.global_mean(view.fake_logits, ctx.axis_name))
     on = ctx.step >= self.start_step
     decay = jnp.where(on, self.decay, 0.0)
     st = {"real": decay * st["real"] + (1 - decay) * real_mean,
@@ -480,25 +475,10 @@ class LeCam(Hook):
                   "lecam_anchor_fake": st["fake"]}, st
 
 
-def flip_translate(x: Array, key: Array, axis_name: Optional[str]) -> Array:
-  """Consistency regularisation's T: a horizontal flip with probability 1/2 and an integer
-  shift of up to 1/8 of the size per axis (zero-filled, `gax.augment.translate`), per image."""
-  augment.check_images(x, "Consistency regularisation")
-  n = x.shape[0]
-  k_flip, k_x, k_y = jax.random.split(key, 3)
-  flip = noise.draw_global(lambda k, s: jax.random.bernoulli(k, 0.5, s), k_flip, (n,),
-                           axis_name)
-  x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
-  sx, sy = augment.translation_range(x.shape)
-  draw = lambda k, hi: noise.draw_global(lambda kk, s: jax.random.randint(kk, s, -hi, hi + 1),
-                                         k, (n,), axis_name)
-  return augment.translate(x, draw(k_x, sx), draw(k_y, sy))
-
-
 @dataclasses.dataclass(frozen=True)
 class Consistency(Hook):
   """Consistency regularisation of D's logits under a semantics-preserving augmentation T
-  (`flip_translate`):
+  (`gax.augment.flip_translate`):
 
   * CR (Zhang et al. 2020, "Consistency Regularization for Generative Adversarial Networks",
     eq. 2): `real_weight * E ||D(x) - D(T(x))||^2` on the real batch, weight 10;
@@ -538,11 +518,11 @@ class Consistency(Hook):
     k_real, k_fake, k_z = jax.random.split(view.key, 3)
     metrics = {}
     if self.real_weight > 0:
-      t = view.d(flip_translate(view.real, k_real, ctx.axis_name), view.real_labels)
+      t = view.d(augment.flip_translate(view.real, k_real, ctx.axis_name), view.real_labels)
       cr = jnp.mean(jnp.square(view.real_logits - t))
       loss, metrics["d_cr_real"] = loss + self.real_weight * cr, cr
     if self.fake_weight > 0:
-      t = view.d(flip_translate(view.fake, k_fake, ctx.axis_name), view.fake_labels)
+      t = view.d(augment.flip_translate(view.fake, k_fake, ctx.axis_name), view.fake_labels)
       cr = jnp.mean(jnp.square(view.fake_logits - t))
       loss, metrics["d_cr_fake"] = loss + self.fake_weight * cr, cr
     if self.z_weight > 0:

@@ -258,8 +258,8 @@ def test_consistency_terms_match_their_formulas():
   hook = tricks.Consistency(real_weight=10.0, fake_weight=10.0, z_weight=5.0, z_std=0.03)
   loss, m, _ = hook.d_objective(None, 0.0, view, _ctx())
   k_real, k_fake, k_z = jax.random.split(key, 3)
-  cr_real = float(jnp.mean((d(real) - d(tricks.flip_translate(real, k_real, None))) ** 2))
-  cr_fake = float(jnp.mean((d(fake) - d(tricks.flip_translate(fake, k_fake, None))) ** 2))
+  cr_real = float(jnp.mean((d(real) - d(augment.flip_translate(real, k_real, None))) ** 2))
+  cr_fake = float(jnp.mean((d(fake) - d(augment.flip_translate(fake, k_fake, None))) ** 2))
   zcr = float(jnp.mean((d(fake) - d(gen(z + 0.03 * jax.random.normal(k_z, z.shape)))) ** 2))
   assert float(m["d_cr_real"]) == pytest.approx(cr_real, rel=1e-5) and cr_real > 0
   assert float(m["d_cr_fake"]) == pytest.approx(cr_fake, rel=1e-5)
@@ -273,7 +273,7 @@ def test_consistency_terms_match_their_formulas():
   assert float(m["g_zcr"]) == pytest.approx(float(jnp.mean((fake - moved) ** 2)), rel=1e-5)
   assert float(loss) == pytest.approx(1.0 - 0.5 * float(m["g_zcr"]), rel=1e-5)
   # flip_translate flips about half the images and shifts by at most one pixel at 8x8.
-  t = tricks.flip_translate(jnp.ones((256, 8, 8, 1)), key, None)
+  t = augment.flip_translate(jnp.ones((256, 8, 8, 1)), key, None)
   assert set(np.unique(64 - np.asarray(t).sum((1, 2, 3)))) <= {0, 8, 15}
 
 
