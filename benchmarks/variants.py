@@ -174,7 +174,12 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
                              "tricks.g_ema.enabled": True}),
     # Data-efficient training (issue 21); images only.
     Variant("diffaugment", {"tricks.diffaugment.enabled": True}),
+    Variant("diffaugment_t", {"tricks.diffaugment.enabled": True,
+                              "tricks.diffaugment.policy": "translation"}),
     Variant("ada", {"tricks.ada.enabled": True}),  # kimg set by `variant`
+    # ADA's pipeline at a fixed p (the paper's fig. 3 sweeps fixed p before adapting it).
+    Variant("ada_p02", {"tricks.ada.enabled": True, "tricks.ada.p": 0.2,
+                        "tricks.ada.adjust": False}),
     Variant("lecam", {"tricks.lecam.enabled": True}),  # start_step set by `variant`
     Variant("cr", {"tricks.cr.enabled": True}),
     Variant("bcr", {"tricks.bcr.enabled": True}),
@@ -212,6 +217,8 @@ SOURCES = {
     "sn_hinge_ema": "Miyato et al. 2018 (SNGAN: spectral norm, hinge loss) with G's EMA "
                     "(Yazici et al. 2019)",
     "diffaugment": "Zhao et al. 2020 (color, translation, cutout)",
+    "diffaugment_t": "Zhao et al. 2020 (translation only)",
+    "ada_p02": "Karras et al. 2020 (bgc at a fixed p = 0.2)",
     "ada": "Karras et al. 2020 (bgc, target 0.6; p can rise 0 -> 1 in a quarter of the run)",
     "lecam": "Tseng et al. 2021 (weight 0.3, decay 0.9, on from a fifth of the run or step "
              "1000)",
@@ -223,7 +230,7 @@ SOURCES = {
 # Variants that do not apply to a dataset's base config (the image DCGANs already have
 # batch norm in G, and their convolutional D has no activation option; the `_paper` packings
 # are the mixtures' protocol; augmentations and consistency need images).
-_IMAGE_ONLY = {"diffaugment", "ada", "cr", "bcr", "zcr"}
+_IMAGE_ONLY = {"diffaugment", "diffaugment_t", "ada", "ada_p02", "cr", "bcr", "zcr"}
 _NOT_FOR_IMAGES = {"g_batch_norm", "relu_d", "pacgan2_paper", "pacgan4_paper"}
 NOT_FOR = {"digits": _NOT_FOR_IMAGES, "mnist": _NOT_FOR_IMAGES,
            **{m: _IMAGE_ONLY for m in MIXTURES}}

@@ -30,8 +30,9 @@ _ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoi
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best checkpoint (<workdir>/best/).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Generated images per evaluation "
                                     "(default: the run's eval.num_samples).", lower_bound=10)
-_METRICS = flags.DEFINE_list("metrics", None, "Image metrics among fid,kid,is,pr (fid always; "
-                             "pr = precision and recall). Default: the run's eval.metrics.")
+_METRICS = flags.DEFINE_list("metrics", None, "Image metrics among fid,kid,is,pr,dc (fid always; "
+                             "pr = precision and recall, dc = density and coverage). Default: "
+                             "the run's eval.metrics.")
 _FEATURES = flags.DEFINE_enum("features", None, list(evaluation.FEATURES),
                               "Feature network (default: the run's eval.features).")
 _INCEPTION_PATH = flags.DEFINE_string("inception_path", None,
@@ -57,6 +58,10 @@ _DRS_CALIBRATE_STEPS = flags.DEFINE_integer(
     "final G before DRS (gax.rejection.calibrate_discriminator).", lower_bound=0)
 _DRS_CALIBRATE_LR = flags.DEFINE_float("drs_calibrate_lr", None, "Adam learning rate of the "
                                        "calibration (default: the run's, 1e-4).")
+_TRUNCATIONS = flags.DEFINE_list(
+    "truncations", None, "Also evaluate with the truncation trick at these thresholds, e.g. "
+    "none,2,1.5,1,0.5 for the FID-vs-truncation curve ('none': the full Gaussian; runs with "
+    "Gaussian latents).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -66,8 +71,8 @@ evaluate_run = trainer.evaluate_run
 
 def format_table(records) -> str:
   """The records as a plain-text table: one row per checkpoint, one column per metric."""
-  keys = [k for k in ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
-                      "modes_covered", "modes", "hq_fraction", "reverse_kl",
+  keys = [k for k in ("truncation", "fid", "kid", "kid_std", "is", "is_std", "precision",
+                      "recall", "density", "coverage", "modes_covered", "modes", "hq_fraction", "reverse_kl",
                       "drs_modes_covered", "drs_hq_fraction", "drs_reverse_kl",
                       "drs_acceptance")
           if any(k in r for r in records)]
@@ -86,6 +91,21 @@ def format_table(records) -> str:
   return "\n".join(lines)
 
 
+def _truncations():
+  if not _TRUNCATIONS.value:
+    return (None,)
+  out = []
+  for v in _TRUNCATIONS.value:
+    try:
+      t = None if v.strip().lower() == "none" else float(v)
+    except ValueError:
+      raise app.UsageError(f"--truncations: {v!r} is neither a number nor 'none'.") from None
+    if t is not None and not t > 0:
+      raise app.UsageError(f"--truncations: thresholds must be > 0, got {v!r}.")
+    out.append(t)
+  return tuple(out)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -98,7 +118,7 @@ def main(argv):
       classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
       batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
       drs_percentile=_DRS_PERCENTILE.value, drs_calibrate_steps=_DRS_CALIBRATE_STEPS.value,
-      drs_calibrate_lr=_DRS_CALIBRATE_LR.value)
+      drs_calibrate_lr=_DRS_CALIBRATE_LR.value, truncations=_truncations())
   print(format_table(records))
   print(f"Appended to {os.path.join(_WORKDIR.value, evaluation.OFFLINE_EVAL_FILE)}")
 

@@ -38,6 +38,9 @@ _DRS_GAMMA = flags.DEFINE_float("drs_gamma", 0.0, "DRS's fixed shift of the acce
 _DRS_PERCENTILE = flags.DEFINE_float("drs_percentile", None, "DRS's shift as this percentile "
                                      "of each batch's acceptance logits.", lower_bound=0.0,
                                      upper_bound=100.0)
+_TRUNCATION = flags.DEFINE_float("truncation", None, "The truncation trick (BigGAN): draw each "
+                                 "latent value from N(0, 1) truncated to [-t, t] (runs with "
+                                 "Gaussian latents).", lower_bound=1e-3)
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -48,6 +51,10 @@ def main(argv):
     raise app.UsageError(f"--out must be a .npy path, got {_OUT.value!r}")
   trainer.quiet_library_logs()
   config, gan, state = trainer.restore_run(_WORKDIR.value, _STEP.value)
+  try:
+    gan = trainer.truncated(gan, _TRUNCATION.value)
+  except ValueError as e:
+    raise app.UsageError(f"--truncation: {e}") from e
   if _DRS.value:
     if _LABEL.value is not None:
       raise app.UsageError("--drs samples unconditional runs; --label does not apply.")

@@ -359,3 +359,11 @@ def ada_augment(x: Array, key: Array, p: Array, axis_name: Optional[str] = None)
   check_images(x, "ADA")
   params = ada_params(key, x.shape, p, axis_name)
   return color_matrix(affine(x, params["g_inv"]), params["color"])
+
+
+__all__ = ["DIFFAUGMENT_POLICIES", "TRANSLATION_RATIO", "CUTOUT_RATIO", "check_images",
+           "brightness", "saturation", "contrast", "translate", "cutout_mask", "cutout",
+           "translation_range", "cutout_size", "diff_augment", "flip_translate", "check_policy",
+           "scale2d", "translate2d", "rotate2d", "affine", "translate3d", "scale3d",
+           "luma_flip3d", "hue_rotate3d", "saturation3d", "color_matrix", "ada_params",
+           "ada_augment"]

@@ -66,6 +66,9 @@ def validate_config(config: Any) -> None:
     raise ValueError(f"config.parallel={config.parallel!r}; choose one of {PARALLEL_MODES}.")
   checks.integer(config.data.batch_size, "config.data.batch_size")
   check_data_options(config.data)
+  if not isinstance(config.train.get("tensorboard", True), bool):
+    raise ValueError("config.train.tensorboard must be True or False, got "
+                     f"{config.train.tensorboard!r}.")
   on_corrupt = config.train.get("on_corrupt_checkpoint", "error")
   if on_corrupt not in ON_CORRUPT_CHECKPOINT:
     raise ValueError(f"config.train.on_corrupt_checkpoint={on_corrupt!r}; choose one of "
@@ -297,7 +300,15 @@ def base_config() -> "ml_collections.ConfigDict":
       # from the previous one; "previous" moves it to checkpoints.corrupt/ and resumes from
       # the newest intact one (single-process runs).
       "on_corrupt_checkpoint": "error",
+      # TensorBoard event files in the work directory (`gax.loop.TensorBoard`).
+      "tensorboard": True,
   })
   c.monitor = ml_collections.ConfigDict(monitor.monitor_config_defaults())
   c.eval = ml_collections.ConfigDict(evaluation.eval_config_defaults())
   return c
+
+
+__all__ = ["TOP_LEVEL_KEYS", "PARALLEL_MODES", "ON_CORRUPT_CHECKPOINT", "validate_config",
+           "data_options", "check_data_options", "data_config", "with_data",
+           "check_data_labels", "build_data", "build_gan", "build_state", "ADDED_KEYS",
+           "compatibility_diff", "base_config"]

@@ -321,3 +321,8 @@ def global_replicas(tree: Any) -> Any:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
   return jax.tree_util.tree_map(put, tree)
+
+
+__all__ = ["STATE_ITEM", "CHECKSUMS_ITEM", "LEGACY_ITEM", "CHECKSUM_FORMAT", "CheckpointError",
+           "CorruptCheckpointError", "CheckpointWriteError", "NonFiniteStateError",
+           "state_checksums", "non_finite_paths", "Checkpointer", "global_replicas"]

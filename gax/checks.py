@@ -24,3 +24,6 @@ def integer(value: Any, name: str, minimum: Optional[int] = 1, note: str = "") -
     bound = "" if minimum is None else f" >= {minimum}"
     raise ValueError(f"{name} must be an integer{bound}{note}, got {value!r}.")
   return int(value)
+
+
+__all__ = ["integer"]

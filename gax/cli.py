@@ -151,3 +151,6 @@ def run(main: Callable[[List[str]], Any]) -> None:
       fail(error_message(e))
 
   app.run(main_, flags_parser=_parse_flags)
+
+
+__all__ = ["USER_ERRORS", "TRACEBACK_ENV", "error_message", "fail", "override_error", "run"]

@@ -1289,3 +1289,17 @@ def stacked_mnist(batch_size: int, n_critic: int = 1, seed: int = 0, split: str 
     return ArraySource(images, batch_size, n_critic, seed)
   return ArraySource(images, batch_size, n_critic, seed, labels=triple,
                      num_classes=STACKED_MNIST_MODES)
+
+
+__all__ = ["DATASETS", "labelled", "MixtureSource", "ArraySource", "check_images",
+           "check_labels", "ring_centers", "grid_centers", "ring", "grid", "resize_images",
+           "load_digits_images", "DIGITS_CLASSES", "class_fraction", "digits",
+           "load_array_images", "load_array_labels", "array", "fit_image", "fit_array",
+           "IMAGE_EXTENSIONS", "list_image_files", "load_folder_images", "folder",
+           "tfds_prepare_instructions", "tfds_builder", "load_tfds_images", "tfds_dataset",
+           "prepare_tfds_from_arrays", "prepare_tfds_from_folder", "benchmark_source",
+           "prefetch", "STACKED_DIGITS_MODES", "stacked_digits_images", "stack_triples",
+           "stacked_digits", "MNIST_PACKAGE_FILE", "MNIST_CLASSES", "MNIST_SPLITS",
+           "MNIST_TRAIN_PER_CLASS", "mnist_file", "load_mnist_csv", "mnist_split", "fit_mnist",
+           "load_mnist", "mnist", "STACKED_MNIST_MODES", "stacked_mnist_images",
+           "stacked_mnist"]

@@ -71,6 +71,7 @@ from gax.metrics.fid import FeatureStats, fid_from_stats
 from gax.metrics.inception_score import inception_score_from_logits
 from gax.metrics.kid import kid_from_features
 from gax.metrics.mode_coverage import mode_coverage
+from gax.metrics.density_coverage import density_coverage_from_features
 from gax.metrics.precision_recall import precision_recall_from_features
 from gax.steps import GAN, generate_indexed
 
@@ -90,7 +91,8 @@ KID_SUBSETS = 100
 IS_SPLITS = 10  # as in Salimans et al.'s code
 
 FEATURES = ("classifier", "inception_v3")
-IMAGE_METRICS = ("fid", "kid", "is", "pr")  # eval.metrics; "pr" = precision and recall
+IMAGE_METRICS = ("fid", "kid", "is", "pr", "dc")  # eval.metrics; "pr" = precision and recall,
+# "dc" = density and coverage
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
 DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sampling
 DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
@@ -105,6 +107,10 @@ METRIC_DIRECTIONS = {
     "is": "max",  # Inception Score: confident and diverse predictions
     "precision": "max",  # fraction of samples on the real manifold
     "recall": "max",  # fraction of real data on the samples' manifold
+    # Density: real k-NN balls per sample over k (about 1 when the distributions agree, above
+    # where samples crowd dense real regions); coverage: fraction of real balls with a sample.
+    "density": "max",
+    "coverage": "max",
     "modes_covered": "max",
     "hq_fraction": "max",
     "reverse_kl": "min",
@@ -251,7 +257,7 @@ def _parse_metrics(metrics: Any) -> Tuple[str, ...]:
   bad = sorted(set(metrics) - set(IMAGE_METRICS))
   if bad:
     raise ValueError(f"config.eval.metrics: unknown {bad}; choose from {IMAGE_METRICS} "
-                     "(fid is always computed; pr = precision and recall).")
+                     "(fid is always computed; pr = precision and recall, dc = density and coverage).")
   return tuple(m for m in IMAGE_METRICS if m == "fid" or m in metrics)
 
 
@@ -366,6 +372,30 @@ class Evaluator:
                           digits=digits, stacked=stacked, mnist_path=mnist_path)
 
 
+def unlabelled_default(config: Any, source: Any, workdir: str) -> Optional[str]:
+  """Why the default image evaluation cannot run on this data, or None when it can: the
+  default features are a classifier trained on the run's labelled images (`eval.features=
+  "classifier"`), so data without labels (a `folder` or `array` run with `data.labels` off),
+  no classifier file given or cached, and not one of the digit sets (which bring their own
+  classifier) leave it nothing to train. `gax.trainer` then turns evaluation off with this
+  notice when `eval.every` is 0 (evaluate with the samples, the default) and keeps the error
+  when `eval.every` asks for evaluations explicitly."""
+  if isinstance(source, MixtureSource) or getattr(source, "labels", None) is not None:
+    return None
+  section = config.get("eval") if hasattr(config, "get") else None
+  settings = EvalSettings.from_config(section)
+  if settings.features != "classifier":
+    return None
+  path = settings.classifier_path or os.path.join(workdir, CLASSIFIER_FILE)
+  name = _dataset_name(config, tfds=False)
+  if os.path.isfile(path) or name in ("digits", "mnist", *STACKED_DATASETS):
+    return None
+  return (f"the {_dataset_name(config)!r} data has no labels, and the default FID features "
+          "(eval.features='classifier') are a classifier trained on them. To evaluate, set "
+          "eval.features='inception_v3' with eval.inception_path, or eval.classifier_path, "
+          "or data.labels=True if the data have labels")
+
+
 def _dataset_name(config: Any, tfds: bool = True) -> str:
   """The data's name: `data.name`, or (with `tfds`) a TFDS source's `data.dataset`."""
   try:
@@ -379,7 +409,8 @@ def image_results(metrics: Sequence[str], stacked: bool = False) -> Tuple[str, .
   """The ranked result keys of image `metrics` ("pr" gives precision and recall), and with
   `stacked` (stacked-digits data) the mode count's `STACKED_RESULTS`."""
   return tuple(m for name in _parse_metrics(metrics)
-               for m in (("precision", "recall") if name == "pr" else (name,))) + (
+               for m in {"pr": ("precision", "recall"), "dc": ("density", "coverage")}.get(
+                   name, (name,))) + (
                    STACKED_RESULTS if stacked else ())
 
 
@@ -393,7 +424,8 @@ def resolve_best_metric(settings: EvalSettings, produced: Sequence[str],
   if name == BEST_AUTO:
     return "modes_covered" if kind == "mixture" else "fid"
   if name not in produced:
-    hint = (f"; add {'pr' if name in ('precision', 'recall') else name!r} to eval.metrics"
+    group = {"precision": "pr", "recall": "pr", "density": "dc", "coverage": "dc"}.get(name)
+    hint = (f"; add {group or name!r} to eval.metrics"
             if kind == "images" and name in METRIC_DIRECTIONS and name not in MIXTURE_RESULTS
             else "")
     raise ValueError(f"config.eval.best_metric={name!r} is not computed for this run's data "
@@ -519,7 +551,7 @@ class ImageEvaluator(Evaluator):
                                   quantize=True):
       f, l = features_lib.compute_features(self.extractor, batch, s.batch_size)
       stats.update(f)
-      if want & {"kid", "pr"}:
+      if want & {"kid", "pr", "dc"}:
         feats.append(f)
       if "is" in want or self.stacked:
         logits.append(l)
@@ -535,6 +567,8 @@ class ImageEvaluator(Evaluator):
           np.concatenate(logits), splits=min(IS_SPLITS, n))
     if "pr" in want:
       result["precision"], result["recall"] = precision_recall_from_features(real, fake)
+    if "dc" in want:
+      result["density"], result["coverage"] = density_coverage_from_features(real, fake)
     if self.stacked:
       modes = stacked_lib.mode_statistics_from_logits(np.concatenate(logits))
       result.update(modes_covered=modes["modes"], modes=stacked_lib.NUM_MODES,
@@ -550,6 +584,8 @@ class ImageEvaluator(Evaluator):
       parts.append(f"IS {result['is']:.3f}±{result['is_std']:.3f}")
     if "precision" in result:
       parts.append(f"precision {result['precision']:.3f} recall {result['recall']:.3f}")
+    if "density" in result:
+      parts.append(f"density {result['density']:.3f} coverage {result['coverage']:.3f}")
     if "modes_covered" in result:
       parts.append(f"modes {result['modes_covered']}/{result['modes']}, reverse KL "
                    f"{result['reverse_kl']:.3f}")
@@ -781,3 +817,13 @@ class BestCheckpoint:
     if self._ckpt is not None:
       self._ckpt.close()
       self._ckpt = None
+
+
+__all__ = ["EVAL_FILE", "OFFLINE_EVAL_FILE", "BEST_DIR", "BEST_FILE", "CLASSIFIER_FILE",
+           "REFERENCE_FILE", "REFERENCE_FORMAT", "MIXTURE_SAMPLES", "MAX_REFERENCE_IMAGES",
+           "MAX_REFERENCE_FEATURES", "KID_SUBSET_SIZE", "KID_SUBSETS", "IS_SPLITS", "FEATURES",
+           "IMAGE_METRICS", "MIXTURE_RESULTS", "DRS_PREFIX", "DRS_RESULTS", "CALIBRATION_BATCH",
+           "STACKED_RESULTS", "STACKED_DATASETS", "METRIC_DIRECTIONS", "INCEPTION_PATH_HELP",
+           "EvalSettings", "eval_config_defaults", "unlabelled_default", "generate_samples",
+           "Evaluator", "image_results", "resolve_best_metric", "ModeCoverageEvaluator", "ImageEvaluator",
+           "is_better", "read_jsonl", "read_best", "BestCheckpoint"]

@@ -572,3 +572,12 @@ def gaussian_kl(mean: Array, log_var: Array) -> Array:
     raise ValueError(f"mean {mu.shape} and log_var {lv.shape} must have the same shape.")
   per_dim = 0.5 * (jnp.expm1(lv) - lv + jnp.square(mu))
   return jnp.mean(jnp.sum(per_dim.reshape(per_dim.shape[0], -1), axis=1))
+
+
+__all__ = ["GANLoss", "LOSSES", "global_mean", "minimax_d_loss", "minimax_g_loss",
+           "non_saturating_g_loss", "wasserstein_d_loss", "wasserstein_g_loss", "hinge_d_loss",
+           "least_squares_d_loss", "least_squares_g_loss", "binary_cross_entropy_with_logits",
+           "LabelledCrossEntropy", "with_labels", "one_sided_label_smoothing", "soft_labels",
+           "noisy_labels", "relativistic_average", "relativistic_average_least_squares",
+           "relativistic_average_hinge", "get_loss", "feature_matching_loss",
+           "auxiliary_classifier_loss", "focal_reconstruction_loss", "gaussian_kl"]

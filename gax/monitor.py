@@ -462,3 +462,9 @@ class Monitor:
   def active(self) -> FrozenSet[str]:
     """The kinds in an episode: fired and not yet re-armed."""
     return frozenset(k for k, v in self._active.items() if v)
+
+
+__all__ = ["NON_FINITE", "DIVERGED", "EXPLODING_GRADIENTS", "D_LOSS_COLLAPSE",
+           "G_LOSS_RISING_WHILE_D_WINS", "G_LOSS_FALLING_WHILE_D_WINS", "MODE_COLLAPSE",
+           "KINDS", "GRAD_NORM_KEYS", "LOGIT_KEYS", "D_LOSS_AT_EQUILIBRIUM",
+           "monitor_config_defaults", "Alarm", "MonitorStop", "Monitor"]

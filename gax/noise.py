@@ -32,6 +32,23 @@ def sphere(key: jax.Array, shape: Sequence[int]) -> jax.Array:
   return z / jnp.linalg.norm(z, axis=-1, keepdims=True)
 
 
+def truncated_gaussian(threshold: float) -> LatentSampler:
+  """The truncation trick's latents (Brock et al. 2019, BigGAN, sec. 3.1): z ~ N(0, I) with
+  every value whose magnitude exceeds `threshold` resampled until it does not, i.e. each
+  coordinate from the standard normal truncated to [-threshold, threshold]
+  (`jax.random.truncated_normal`, the same distribution in one draw). Smaller thresholds
+  trade variety for fidelity; use it at sampling time for a G trained on Gaussian z."""
+  if not threshold > 0:
+    raise ValueError(f"The truncation threshold must be > 0, got {threshold!r}.")
+  t = float(threshold)
+
+  def sample(key: jax.Array, shape: Sequence[int]) -> jax.Array:
+    return jax.random.truncated_normal(key, -t, t, tuple(shape), jnp.float32)
+
+  sample.__name__ = f"truncated_gaussian_{t:g}"
+  return sample
+
+
 def draw_global(sampler: Callable[[jax.Array, Sequence[int]], jax.Array], key: jax.Array,
                 shape: Sequence[int], axis_name: Optional[str] = None) -> jax.Array:
   """This device's slice of one draw over the *global* batch.
@@ -106,3 +123,7 @@ def per_device_key(key: jax.Array, axis_name: Optional[str]) -> jax.Array:
   if axis_name is None:
     return key
   return jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+
+__all__ = ["LATENTS", "gaussian", "uniform", "sphere", "truncated_gaussian", "draw_global",
+           "local_rows", "slerp", "per_device_key"]

@@ -96,3 +96,7 @@ def build_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
   if schedule.get("schedule", "constant") != "constant" or schedule.get("warmup_steps"):
     cfg["learning_rate"] = rate
   return OPTIMIZERS.build(name, **cfg)
+
+
+__all__ = ["OPTIMIZERS", "adam", "sgd", "rmsprop", "SCHEDULES", "SCHEDULE_DEFAULTS",
+           "SCHEDULE_KEYS", "learning_rate_schedule", "build_optimizer"]

@@ -357,3 +357,11 @@ def process_0_first(fn: Callable[[], Any], name: str) -> Any:
       sync_processes(name)
   sync_processes(name)
   return fn()
+
+
+__all__ = ["DEFAULT_AXIS", "device_axis_sharding", "replicate", "unreplicate", "shard_batch",
+           "pmap_train_step", "make_mesh", "replicated_sharding", "batch_sharding",
+           "sharded_train_step", "DistributedInitError", "distributed_kwargs", "process_info",
+           "initialize_distributed", "check_global_batch", "process_rows",
+           "sharding_process_rows", "ProcessRows", "put_global_batch", "put_replicated",
+           "sync_processes", "broadcast_from_process_0", "process_0_first"]

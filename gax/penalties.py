@@ -163,3 +163,7 @@ def get_penalty(name: str, **kwargs: Any) -> Penalty:
   except TypeError as e:
     raise TypeError(f"Bad arguments for penalty {name!r}: {e}") from e
   return functools.partial(fn, **kwargs)
+
+
+__all__ = ["PENALTIES", "input_gradients", "squared_norms", "gradient_penalty", "r1_penalty",
+           "r2_penalty", "dragan_penalty", "get_penalty"]

@@ -75,3 +75,6 @@ class Registry(Generic[T]):
   def names_in_order(self) -> list[str]:
     """The registered names in registration order."""
     return list(self._entries)
+
+
+__all__ = ["BadArguments", "Registry"]

@@ -273,3 +273,7 @@ def calibrate_discriminator(gan: GAN, state: GANState, real: Callable[[int], np.
       logging.info("D calibration step %d/%d: loss %.4f", i + 1, steps,
                    fetch(i + 1 - log_every, i + 1).mean())
   return state.replace(d=state.d.replace(params=params)), fetch(0, steps)
+
+
+__all__ = ["DRS_LOSSES", "DEFAULT_EPS", "check_loss", "acceptance_logit", "packing_degree",
+           "whole_packs", "RejectionResult", "rejection_sample", "calibrate_discriminator"]

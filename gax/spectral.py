@@ -215,3 +215,7 @@ def spectral_norms(params: PyTree, sn_state: SpectralState,
   (for monitoring; `sn_state` is not updated)."""
   return {name: sigma for name, (_, _, sigma) in
           _normalize_leaves(params, sn_state, n_power_iterations)[3].items()}
+
+
+__all__ = ["path_name", "is_kernel", "kernel_matrix", "power_iteration", "init_spectral_state",
+           "spectral_normalize", "spectral_norms"]

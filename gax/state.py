@@ -75,3 +75,6 @@ def init_player(variables: dict, tx: optax.GradientTransformation) -> PlayerStat
 def param_count(tree: PyTree) -> int:
   """Number of scalars in a PyTree of arrays (or of `jax.ShapeDtypeStruct`s)."""
   return sum(math.prod(getattr(x, "shape", ())) for x in jax.tree_util.tree_leaves(tree))
+
+
+__all__ = ["PlayerState", "GANState", "split_variables", "init_player", "param_count"]

@@ -153,6 +153,9 @@ class Hook:
   """
 
   name: str = "hook"
+  # Names of the metrics this hook emits that are snapshots of its state (ADA's p), which
+  # `gax.loop.fit` logs at their newest value rather than averaged since the last log.
+  state_metrics = ()
 
   def init(self, key: Array, state: GANState, data_shape: Tuple[int, ...]) -> Any:
     """The hook's initial state, from the freshly initialised players (`state.tricks` empty)."""
@@ -780,3 +783,10 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
     # run's key stream as they are without hooks.
     _set(tricks, h.name, h.init(jax.random.fold_in(d_key, _HOOK_RNG + i), state, tuple(data_shape)))
   return state.replace(tricks=tricks)
+
+
+__all__ = ["StepContext", "DView", "GView", "Hook", "GAN", "FAKE_SIDE_PENALTIES", "apply_model",
+           "to_model_input", "sample_latent", "sample_labels", "generate", "generate_indexed",
+           "sampling_params", "sampling_player", "discriminator_logits", "d_features", "d_step",
+           "weighted_g_loss", "g_step", "split_batch", "train_step", "jit_train_step",
+           "init_state"]

@@ -275,6 +275,8 @@ METRIC_FORMATS = {
     "is": ("IS", 1, 2),
     "precision": ("precision", 1, 3),
     "recall": ("recall", 1, 3),
+    "density": ("density", 1, 3),
+    "coverage": ("coverage", 1, 3),
 }
 
 
@@ -376,3 +378,8 @@ def _brief(final: Mapping[str, Any]) -> str:
   keys = [k for k in ("modes_covered", "modes_any", "hq_fraction", "reverse_kl", "fid", "is")
           if k in final]
   return " ".join(f"{k}={final[k]:.4g}" for k in keys) or "no evaluation"
+
+
+__all__ = ["RESULT_FILE", "RESULT_FORMAT", "Variant", "seed_range", "OPEN_SECTIONS",
+           "apply_overrides", "run", "late_failures", "Row", "summarise", "METRIC_FORMATS",
+           "markdown_table", "write_jsonl", "write_results", "Job", "run_many"]

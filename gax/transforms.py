@@ -57,6 +57,52 @@ def _find_state(opt_state: PyTree, cls: Type[S], transform: str) -> S:
 
 
 # --------------------------------------------------------------------------------------------
+# Orthogonal regularisation (BigGAN).
+
+
+@TRANSFORMS.register("orthogonal_regularization")
+def orthogonal_regularization(strength: float = 1e-4) -> optax.GradientTransformation:
+  """BigGAN's off-diagonal orthogonal regularisation (Brock et al. 2019, sec. 3.1, eq. 3).
+
+  For every kernel of two or more dimensions (Flax's `[..., in, out]`: a Dense `[in, out]`,
+  a convolution `[kh, kw, in, out]`), with `W` its `[out, kh * kw * in]` matrix of filters
+  as rows, adds to the gradient
+
+    g <- g + strength * 2 (W W^T * (1 - I)) W,
+
+  the gradient of `(strength / 2) ||W W^T * (1 - I)||_F^2`, i.e. the paper's
+  `beta ||W^T W * (1 - I)||_F^2` (over filters as BigGAN's code takes it, `utils.ortho`,
+  whose update this is, at its `strength` 1e-4). Only the filters' pairwise cosines are
+  pushed to 0, not their norms; biases and other 1-D leaves are left alone. Place it before
+  the optimizer in G's chain.
+
+  Args:
+    strength: beta, >= 0 (BigGAN: 1e-4).
+
+  Returns:
+    A stateless transformation; its `update` requires `params`.
+  """
+  if not strength >= 0:
+    raise ValueError(f"orthogonal_regularization needs strength >= 0, got {strength!r}.")
+
+  def term(p):
+    if p.ndim < 2:
+      return jnp.zeros_like(p)
+    w = p.astype(jnp.float32).reshape(-1, p.shape[-1]).T  # [out, rest]
+    gram = jnp.matmul(w, w.T, precision=jax.lax.Precision.HIGHEST)
+    off = gram * (1.0 - jnp.eye(w.shape[0], dtype=gram.dtype))
+    grad = 2.0 * jnp.matmul(off, w, precision=jax.lax.Precision.HIGHEST)
+    return grad.T.reshape(p.shape)
+
+  def update_fn(updates, state, params=None):
+    params = _require_params("orthogonal_regularization", params)
+    updates = jax.tree.map(lambda g, p: (g + strength * term(p)).astype(g.dtype), updates, params)
+    return updates, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+# --------------------------------------------------------------------------------------------
 # WGAN weight clipping.
 
 
@@ -318,3 +364,9 @@ def find_ema_params(opt_state: optax.OptState) -> PyTree:
 def build_transform(name: str, **kwargs: Any) -> optax.GradientTransformation:
   """`build_transform('clip_params', c=0.01)`: the registered transform `name` with `kwargs`."""
   return TRANSFORMS.build(name, **kwargs)
+
+
+__all__ = ["TRANSFORMS", "orthogonal_regularization", "clip_params",
+           "HistoricalAveragingState", "historical_averaging", "AddGradientNoiseState", "add_gradient_noise", "GradientNormState",
+           "track_gradient_norm", "find_gradient_norm", "EmaParamsState", "ema_params",
+           "find_ema_params", "build_transform"]

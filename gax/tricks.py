@@ -378,6 +378,7 @@ class AdaptiveAugment(_Augmenting):
   kimg: float = 500.0
   adjust: bool = True
   name: str = "ada"
+  state_metrics = ("ada_p",)
 
   def __post_init__(self):
     if not 0 <= self.p <= 1:
@@ -444,6 +445,7 @@ class LeCam(Hook):
   start_step: int = 1000
   relu: bool = True
   name: str = "lecam"
+  state_metrics = ("lecam_anchor_real", "lecam_anchor_fake")
 
   def __post_init__(self):
     if not self.weight > 0 or not 0 <= self.decay < 1:
@@ -602,6 +604,8 @@ _register("d_gradient_noise", "Neelakantan et al. 2015", eta=0.01, gamma=0.55, s
     _transform("d", "before", transforms.add_gradient_noise))
 _register("g_gradient_noise", "Neelakantan et al. 2015", eta=0.01, gamma=0.55, seed=0)(
     _transform("g", "before", transforms.add_gradient_noise))
+_register("g_orthogonal_regularization", "Brock et al. 2019 (BigGAN), sec. 3.1",
+          strength=1e-4)(_transform("g", "before", transforms.orthogonal_regularization))
 _register("d_clip_params", "Arjovsky et al. 2017 (WGAN), alg. 1", c=0.01)(
     _transform("d", "after", transforms.clip_params))
 _register("g_ema", "Karras et al. 2018; Yazici et al. 2019", decay=0.999, debias=False)(
@@ -712,3 +716,8 @@ def apply_tricks(parts: Parts, section: Mapping[str, Mapping[str, Any]]) -> Part
         except (TypeError, ValueError) as e:
           raise ValueError(f"config.tricks.{name}: {e}") from e
   return parts
+
+
+__all__ = ["SpectralNorm", "InstanceNoise", "ExperienceReplay", "CheckpointSwap",
+           "FeatureMatching", "TopK", "DiffAugment", "AdaptiveAugment", "LeCam", "Consistency",
+           "Parts", "Trick", "TRICKS", "default_config", "validate", "apply_tricks"]

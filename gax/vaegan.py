@@ -450,3 +450,8 @@ def pmap_vaegan_train_step(model: VAEGAN) -> Callable[[Any, Array], Tuple[Any, M
                      "(e.g. 'batch').")
   return jax.pmap(functools.partial(vaegan_train_step, model), axis_name=model.axis_name,
                   donate_argnums=0)
+
+
+__all__ = ["DCGANEncoder", "VAEGAN", "VAEGANState", "init_vaegan_state", "encode",
+           "reconstruct", "feature_reconstruction_loss", "vaegan_losses", "vaegan_train_step",
+           "jit_vaegan_train_step", "pmap_vaegan_train_step"]

@@ -57,3 +57,6 @@ def save_scatter(path: str, points: np.ndarray, centers: Optional[np.ndarray] = 
     x, y = to_px(c)
     draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(200, 30, 30))
   im.save(path)
+
+
+__all__ = ["to_uint8", "image_grid", "save_image", "save_image_grid", "save_scatter"]

@@ -120,3 +120,6 @@ class WorkdirLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+__all__ = ["LOCK_FILE", "WorkdirError", "WorkdirLocked", "read_holder", "WorkdirLock"]

@@ -33,7 +33,7 @@ def digits_config(steps=6, **eval_options):
   c.train.update(steps=steps, log_every=steps, sample_every=0, checkpoint_every=2,
                  keep_checkpoints=10, num_samples=4)
   c.eval.update({**dict(every=2, num_samples=100, classifier_steps=20,
-                       metrics=("fid", "kid", "is", "pr")), **eval_options})
+                       metrics=("fid", "kid", "is", "pr", "dc")), **eval_options})
   return c
 
 
@@ -48,7 +48,9 @@ def test_training_evaluates_fid_and_keeps_the_best_checkpoint(digits_run):
   records = read_jsonl(os.path.join(digits_run, "eval.jsonl"))
   assert [r["step"] for r in records] == [2, 4, 6]
   for r in records:
-    assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(r)
+    assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
+            "coverage"} <= set(r)
+    assert 0 <= r["coverage"] <= 1 and r["density"] >= 0
     assert r["num_samples"] == 100 and r["features"] == "classifier:digits8"
     assert np.isfinite(r["fid"]) and r["fid"] > 0 and 1.0 <= r["is"] <= 10.0
   for name in ("eval_classifier.npz", "eval_reference_classifier.npz"):
@@ -91,6 +93,20 @@ def test_evaluating_the_best_checkpoint_in_process_with_other_settings(digits_ru
   assert len(read_jsonl(os.path.join(digits_run, "eval_test.jsonl"))) == 2
   table = evaluate_script.format_table([rec, other])
   assert table.splitlines()[0].split()[:3] == ["step", "checkpoint", "fid"]
+
+
+def test_evaluating_at_truncation_thresholds_for_the_curve(digits_run):
+  records = evaluate_script.evaluate_run(digits_run, step=6, num_samples=50, metrics=["fid"],
+                                         truncations=(None, 1.0, 0.25),
+                                         out_file="eval_trunc.jsonl")
+  assert [r.get("truncation") for r in records] == [None, 1.0, 0.25]
+  # Untruncated: the same FID as without the option.
+  [again] = evaluate_script.evaluate_run(digits_run, step=6, num_samples=50, metrics=["fid"],
+                                         out_file="eval_trunc.jsonl")
+  assert records[0]["fid"] == pytest.approx(again["fid"], rel=1e-6)
+  # Different latents, different scores.
+  assert len({round(r["fid"], 6) for r in records}) == 3
+  assert "truncation" in evaluate_script.format_table(records).splitlines()[0]
 
 
 def test_a_resumed_run_chooses_the_best_as_the_uninterrupted_run_did(digits_run, tmp_path):
@@ -166,6 +182,28 @@ def test_a_classifier_needs_labelled_data(tmp_path):
   c.data = {"name": "array", "batch_size": 8, "path": path}
   with pytest.raises(ValueError, match=r"has no labels.*eval.features='inception_v3'"):
     evaluation.Evaluator.from_config(c, builders.build_data(c), str(tmp_path))
+
+
+def test_unlabelled_data_trains_with_evaluation_off_by_default(tmp_path, caplog):
+  """The default evaluation (every sample grid, classifier features) cannot score data
+  without labels: the run says so once and trains on; asked for explicitly it is an error."""
+  path = str(tmp_path / "images.npy")
+  np.save(path, np.random.default_rng(0).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8))
+  c = digits_config(steps=2, every=0)
+  c.data = {"name": "array", "batch_size": 8, "path": path}
+  c.train.sample_every = 2
+  workdir = str(tmp_path / "run")
+  with caplog.at_level("WARNING"):
+    state = trainer.train(c, workdir)
+  assert int(state.step) == 2
+  notices = [r.getMessage() for r in caplog.records if "Evaluation is off" in r.getMessage()]
+  assert len(notices) == 1 and "has no labels" in notices[0]
+  assert "eval.features='inception_v3'" in notices[0]
+  assert read_jsonl(os.path.join(workdir, "eval.jsonl")) == []
+  assert os.listdir(os.path.join(workdir, "samples")) == ["step_0000002.png"]
+  c.eval.every = 2
+  with pytest.raises(ValueError, match="has no labels"):
+    trainer.train(c, str(tmp_path / "explicit"))
 
 
 def test_missing_workdir_checkpoint_and_bad_settings_are_clear_errors(digits_run, tmp_path):

@@ -8,6 +8,7 @@ the injected point, or whose file-size limit (`RLIMIT_FSIZE`) makes the OS refus
 partway through a checkpoint or a metrics line, as a full disk does.
 """
 
+import glob
 import json
 import os
 import re
@@ -26,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from gax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-from gax import trainer  # pylint: disable=g-import-not-at-top
+from gax import loop, trainer  # pylint: disable=g-import-not-at-top
 from gax.builders import base_config  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import (Checkpointer, CheckpointError,  # pylint: disable=g-import-not-at-top
                             CheckpointWriteError, CorruptCheckpointError, NonFiniteStateError)
@@ -68,7 +69,7 @@ def straight(tmp_path_factory):
 
 def _child(mode: str, workdir: str, arg: int) -> None:
   import resource  # pylint: disable=g-import-not-at-top
-  real_step, real_save = trainer.jit_train_step, Checkpointer.save
+  real_step, real_save = loop.jit_train_step, Checkpointer.save
 
   def limit_file_size(nbytes):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write returns EFBIG instead
@@ -88,7 +89,7 @@ def _child(mode: str, workdir: str, arg: int) -> None:
           os.kill(os.getpid(), signal.SIGKILL)
         return step(state, batch)
       return run
-    trainer.jit_train_step = jit_train_step
+    loop.jit_train_step = jit_train_step
   elif mode == "kill_in_save":  # SIGKILL right after Orbax starts writing step `arg`
     def save(self, step, state):
       real_save(self, step, state)
@@ -110,13 +111,25 @@ def _child(mode: str, workdir: str, arg: int) -> None:
         self.wait()
         limit_file_size(os.path.getsize(os.path.join(workdir, trainer.METRICS_FILE)) + 100)
     Checkpointer.save = save
+  elif mode == "full_disk_in_tensorboard":  # the event file is full after the checkpoint `arg`
+    def save(self, step, state):
+      real_save(self, step, state)
+      if step == arg:
+        self.wait()
+        [events] = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+        limit_file_size(max(os.path.getsize(events),
+                            os.path.getsize(os.path.join(workdir, trainer.METRICS_FILE))) + 100)
+    Checkpointer.save = save
   elif mode == "hold_lock":  # hold the work directory's lock until killed
     WorkdirLock(workdir).acquire()
     print("locked", flush=True)
     time.sleep(600)
   elif mode != "plain":
     raise ValueError(mode)
-  trainer.train(ring_config(), workdir)
+  # The checkpoint and metrics cases fill the disk for those files alone; TensorBoard's
+  # (larger) event file has its own case.
+  trainer.train(ring_config(tensorboard=mode not in ("full_disk_in_save",
+                                                     "full_disk_in_metrics")), workdir)
 
 
 def _spawn(mode, workdir, arg=0, **kwargs):
@@ -260,7 +273,7 @@ def test_checkpoints_written_before_the_checksums_still_restore(tmp_path):
 
 
 def test_a_state_with_nan_is_never_checkpointed(tmp_path, monkeypatch):
-  real = trainer.jit_train_step
+  real = loop.jit_train_step
 
   def poisoned(gan):  # NaN in G's parameters after step 5, between two logs
     step = real(gan)
@@ -273,7 +286,7 @@ def test_a_state_with_nan_is_never_checkpointed(tmp_path, monkeypatch):
       return state, metrics
     return run
 
-  monkeypatch.setattr(trainer, "jit_train_step", poisoned)
+  monkeypatch.setattr(loop, "jit_train_step", poisoned)
   with pytest.raises(NonFiniteStateError, match=r"step 8 holds NaN.*newest checkpoint is step "
                      r"4") as e:
     trainer.train(ring_config(log_every=100), str(tmp_path))
@@ -282,7 +295,7 @@ def test_a_state_with_nan_is_never_checkpointed(tmp_path, monkeypatch):
   assert c.all_steps() == [4]
   c.close()
   # And a non-finite metric at a log names the newest (finite) checkpoint.
-  with pytest.raises(FloatingPointError, match=r"Non-finite.*at step 6.*newest checkpoint is "
+  with pytest.raises(FloatingPointError, match=r"Non-finite.*up to 6.*newest checkpoint is "
                      r"step 4 .* checked finite"):
     trainer.train(ring_config(log_every=1), str(tmp_path / "logged"))
 
@@ -344,6 +357,19 @@ def test_a_full_disk_during_a_metrics_write_stops_cleanly(straight, tmp_path):
   state = trainer.train(ring_config(), str(tmp_path))  # a half line is dropped on resume
   assert read_jsonl(tmp_path / "metrics.jsonl") == straight[0]
   assert_same_state(state, straight[1])
+
+
+def test_a_full_disk_during_a_tensorboard_write_stops_cleanly(straight, tmp_path):
+  r = _spawn("full_disk_in_tensorboard", tmp_path, 4)
+  assert r.returncode == 1, r.stderr[-3000:]
+  assert "WorkdirError: Could not write " in r.stderr and "events.out.tfevents" in r.stderr
+  state = trainer.train(ring_config(), str(tmp_path))  # resumed from step 4
+  assert read_jsonl(tmp_path / "metrics.jsonl") == straight[0]
+  assert_same_state(state, straight[1])
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("train/d_loss")] == list(range(1, STEPS + 1))
 
 
 def test_a_read_only_workdir_is_a_clear_error(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 
 from gax import data
 from gax.metrics import classifier as classifier_lib
+from gax.metrics import density_coverage as dc_lib
 from gax.metrics import features as features_lib
 from gax.metrics import fid as fid_lib
 from gax.metrics import inception_score as is_lib
@@ -257,6 +258,41 @@ def test_precision_recall_sanity_cases():
   assert tuple(pr_lib.precision_recall_from_features(x, x + 100.0)) == (0.0, 0.0)
   with pytest.raises(ValueError, match="more than k"):
     pr_lib.precision_recall_from_features(x[:3], x, k=3)
+
+
+# ------------------------------------------------------------------------ density / coverage
+
+
+def _np_density_coverage(real, fake, k):
+  """Naeem et al. 2020, eqs. 5-6, by loops."""
+  d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+  radii = np.array([np.sort(np.delete(d_rr[i], i))[k - 1] for i in range(len(real))])
+  inside = np.array([[np.linalg.norm(y - real[i]) <= radii[i] for i in range(len(real))]
+                     for y in fake])  # [M, N]
+  return inside.sum() / (k * len(fake)), np.mean(inside.any(axis=0))
+
+
+def test_density_coverage_match_a_brute_force_loop():
+  rng = np.random.default_rng(12)
+  real = rng.standard_normal((41, 4)).astype(np.float32)
+  fake = (0.5 * rng.standard_normal((23, 4)) + 0.3).astype(np.float32)
+  for k in (1, 5):
+    got = dc_lib.density_coverage_from_features(real, fake, k=k, batch_size=8)
+    want = _np_density_coverage(real.astype(np.float64), fake.astype(np.float64), k)
+    np.testing.assert_allclose(tuple(got), want, rtol=1e-6)
+  # Fakes crowded into the dense centre: density above 1, coverage well below 1.
+  assert got.density > 1 and 0 < got.coverage < 1
+
+
+def test_density_coverage_sanity_cases():
+  x = np.random.default_rng(13).standard_normal((60, 8)).astype(np.float32)
+  # A set against itself: every ball holds its own centre, so coverage is 1; each point
+  # lies in its own ball and those of the points that count it within their k-NN radius.
+  dc = dc_lib.density_coverage_from_features(x, x, k=5)
+  assert dc.coverage == 1.0 and dc.density >= 1 / 5
+  assert tuple(dc_lib.density_coverage_from_features(x, x + 100.0)) == (0.0, 0.0)
+  with pytest.raises(ValueError, match="more than k"):
+    dc_lib.density_coverage_from_features(x[:5], x, k=5)
 
 
 # ------------------------------------------------------------------------------- features

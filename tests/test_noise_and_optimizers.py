@@ -1,6 +1,8 @@
 """Latent distributions, global-batch draws, and the optimizers built from config sections."""
 
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,43 @@ def test_sphere_latents_have_unit_norm_and_no_preferred_direction():
   # Uniform on S^2: E[z] = 0 and E[z z^T] = I / 3.
   np.testing.assert_allclose(z.mean(0), 0.0, atol=0.02)
   np.testing.assert_allclose(z.T @ z / len(z), np.eye(3) / 3, atol=0.02)
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 2.0])
+def test_truncated_latents_keep_their_support_and_the_truncated_normal_moments(t):
+  """Support [-t, t]; variance 1 - 2 t phi(t) / (2 Phi(t) - 1) and the truncated density's
+  shape (the fraction inside [-t/2, t/2]), against the closed forms."""
+  z = np.asarray(noise.truncated_gaussian(t)(jax.random.PRNGKey(2), (40000, 5)))
+  assert z.min() >= -t and z.max() <= t
+  phi = math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+  mass = math.erf(t / math.sqrt(2))  # 2 Phi(t) - 1
+  assert abs(z.mean()) < 0.01
+  assert abs(z.var() - (1 - 2 * t * phi / mass)) < 0.01
+  inner = math.erf(t / 2 / math.sqrt(2)) / mass
+  assert abs(np.mean(np.abs(z) <= t / 2) - inner) < 0.01
+  with pytest.raises(ValueError, match="> 0"):
+    noise.truncated_gaussian(0.0)
+
+
+def test_truncation_applies_to_gaussian_runs_only():
+  from gax import trainer  # pylint: disable=g-import-not-at-top
+  c = builders.base_config()
+  c.data = {"name": "ring", "batch_size": 8}
+  c.model = {"name": "mlp", "g_hidden": (8,), "d_hidden": (8,)}
+  gan = builders.build_gan(c, (2,))
+  state = builders.build_state(gan, c, (2,))
+  assert trainer.truncated(gan, None) is gan
+  cut = trainer.truncated(gan, 0.1)
+  z = np.asarray(cut.latent(jax.random.PRNGKey(0), (1000, gan.latent_dim)))
+  assert np.abs(z).max() <= 0.1
+  # Sampling goes through the truncated latents: G of tiny z stays near G(0).
+  x = trainer.sample(cut, state, jax.random.PRNGKey(1), 200)
+  x0 = trainer.sample(trainer.truncated(gan, 1e-3), state, jax.random.PRNGKey(1), 200)
+  full = trainer.sample(gan, state, jax.random.PRNGKey(1), 200)
+  assert np.std(x0, 0).max() < np.std(x, 0).max() < np.std(full, 0).max()
+  c.latent.distribution = "uniform"
+  with pytest.raises(ValueError, match="'gaussian' only"):
+    trainer.truncated(builders.build_gan(c, (2,)), 1.0)
 
 
 def test_draw_global_under_pmap_is_the_single_device_draw_split_across_devices():

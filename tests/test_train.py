@@ -65,8 +65,15 @@ def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run,
   # A crash after step 6's checkpoint may have logged steps 7-8: they are redone.
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"step": 7, "d_loss": -1.0}) + "\n")
+  # ... and to TensorBoard: the resumed file's purge drops them.
+  import tensorboardX  # pylint: disable=g-import-not-at-top
+  with tensorboardX.SummaryWriter(workdir, filename_suffix=".crashed") as w:
+    w.add_scalar("train/d_loss", -1.0, 7)
   state = trainer.train(ring_config(steps=12), workdir)
   assert int(state.step) == 12
+  events = _tensorboard(workdir).Scalars("train/d_loss")
+  straight = _tensorboard(straight_run[0]).Scalars("train/d_loss")
+  assert [(e.step, e.value) for e in events] == [(e.step, e.value) for e in straight]
   for name in ("metrics.jsonl", "eval.jsonl"):
     assert read_jsonl(os.path.join(workdir, name)) == read_jsonl(
         os.path.join(straight_run[0], name)), name
@@ -74,6 +81,29 @@ def test_resuming_gives_exactly_the_losses_of_an_uninterrupted_run(straight_run,
       os.path.join(straight_run[0], "best.json")) as g:
     assert json.load(f) == json.load(g)
   jax.tree_util.tree_map(np.testing.assert_array_equal, state, straight_run[1])
+
+
+def _tensorboard(workdir):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(workdir, size_guidance={"images": 0, "scalars": 0,
+                                                                   "tensors": 0})
+  acc.Reload()
+  return acc
+
+
+def test_tensorboard_files_hold_every_metric_evaluation_and_grid(straight_run):
+  workdir = straight_run[0]
+  acc = _tensorboard(workdir)
+  records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  for key in ("d_loss", "g_loss", "d_grad_norm"):
+    events = acc.Scalars(f"train/{key}")
+    assert [e.step for e in events] == [r["step"] for r in records]
+    np.testing.assert_allclose([e.value for e in events], [r[key] for r in records], rtol=1e-6)
+  evals = read_jsonl(os.path.join(workdir, "eval.jsonl"))
+  assert [(e.step, e.value) for e in acc.Scalars("eval/modes_covered")] == [
+      (r["step"], r["modes_covered"]) for r in evals]
+  assert [e.step for e in acc.Images("samples")] == [6, 12]
+  assert "config" in " ".join(acc.Tags()["tensors"])
 
 
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])

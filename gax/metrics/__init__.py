@@ -2,7 +2,8 @@
 
 Toy data: `mode_coverage` (VEEGAN / PacGAN). Images, all batched and jit-compiled on top of a
 pluggable `FeatureExtractor` (`gax.metrics.features`): FID (`gax.metrics.fid`), KID (`.kid`),
-the Inception Score (`.inception_score`) and improved precision/recall (`.precision_recall`),
+the Inception Score (`.inception_score`), improved precision/recall (`.precision_recall`) and
+density/coverage (`.density_coverage`),
 each from features or from images (`*_from_images`). Feature networks: the FID Inception-v3
 from a local weight file (`inception_v3_from_file`) or a small classifier trained on the
 dataset itself (`gax.metrics.classifier`).
@@ -14,6 +15,8 @@ from gax.metrics.features import (FEATURE_EXTRACTORS, FeatureExtractor, Inceptio
                                   compute_features, inception_v3_from_file,
                                   inception_v3_from_variables, inception_variables_from_torch,
                                   iter_features, make_feature_extractor)
+from gax.metrics.density_coverage import (DensityCoverage, density_coverage_from_features,
+                                          density_coverage_from_images)
 from gax.metrics.fid import (FeatureStats, feature_statistics, fid_from_features, fid_from_images,
                              fid_from_stats, frechet_distance)
 from gax.metrics.inception_score import (inception_score_from_images, inception_score_from_logits,
@@ -25,6 +28,9 @@ from gax.metrics.precision_recall import (PrecisionRecall, precision_recall_from
 
 __all__ = [
     "Classifier",
+    "DensityCoverage",
+    "density_coverage_from_features",
+    "density_coverage_from_images",
     "FEATURE_EXTRACTORS",
     "FeatureExtractor",
     "FeatureStats",

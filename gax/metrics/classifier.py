@@ -268,3 +268,8 @@ def mnist_test_accuracy(classifier: Classifier, path: str = "") -> float:
 
   images, labels = load_mnist("test", classifier.image_shape[0], path)
   return classifier.accuracy(images, labels)
+
+
+__all__ = ["FORMAT", "SmallCNN", "Classifier", "apply_fn", "train_classifier",
+           "save_classifier", "load_classifier", "classifier_from_file", "digits_classifier",
+           "mnist_classifier", "mnist_test_accuracy"]

@@ -530,3 +530,12 @@ def inception_v3_from_file(path: str, image_size: Optional[int] = 299,
   variables, _ = load_variables(path)
   return inception_v3_from_variables(variables, image_size, precision,
                                      name="inception_v3")
+
+
+__all__ = ["FEATURE_EXTRACTORS", "CONFIG_KEY", "to_unit_range", "FeatureExtractor",
+           "make_feature_extractor", "iter_features", "compute_features", "save_variables",
+           "load_variables", "check_variables", "INCEPTION_FEATURE_DIM",
+           "INCEPTION_NUM_CLASSES", "INCEPTION_MIN_SIZE", "INCEPTION_WEIGHTS_HELP",
+           "BasicConv2d", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
+           "InceptionV3", "inception_v3_variable_shapes", "inception_variables_from_torch",
+           "inception_v3_from_variables", "inception_v3_from_file"]

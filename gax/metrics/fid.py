@@ -242,3 +242,8 @@ def fid_from_images(extractor: FeatureExtractor, data1: Images, data2: Images,
   biased upwards at small N (Bińkowski et al. 2018; Chong & Forsyth 2020)."""
   return fid_from_stats(feature_statistics(extractor, data1, batch_size),
                         feature_statistics(extractor, data2, batch_size))
+
+
+__all__ = ["shifted_moments", "FeatureStats", "feature_statistics", "trace_sqrt_product",
+           "frechet_distance", "frechet_distance_float64", "fid_from_stats",
+           "fid_from_features", "fid_from_images"]

@@ -72,3 +72,7 @@ def inception_score_from_images(extractor: FeatureExtractor, data: Images, split
   _, logits = compute_features(extractor, data, batch_size)
   return inception_score_from_logits(logits, splits)
 
+
+
+__all__ = ["split_scores", "inception_score_from_probs", "inception_score_from_logits",
+           "inception_score_from_images"]

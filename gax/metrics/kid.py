@@ -126,3 +126,7 @@ def kid_from_images(extractor: FeatureExtractor, data1: Images, data2: Images, n
   f1, _ = compute_features(extractor, data1, batch_size)
   f2, _ = compute_features(extractor, data2, batch_size)
   return kid_from_features(f1, f2, n_subsets, subset_size, seed)
+
+
+__all__ = ["polynomial_kernel", "polynomial_mmd2_unbiased", "subset_indices",
+           "kid_from_features", "kid_from_images"]

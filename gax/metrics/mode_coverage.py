@@ -57,3 +57,6 @@ def mode_coverage(samples: np.ndarray, centers: np.ndarray, std: float, hq_sigma
       "reverse_kl": reverse_kl,
       "counts": counts.tolist(),
   }
+
+
+__all__ = ["mode_coverage"]

@@ -113,3 +113,7 @@ def precision_recall_from_images(extractor: FeatureExtractor, real: Images, fake
   real_f, _ = compute_features(extractor, real, batch_size)
   fake_f, _ = compute_features(extractor, fake, batch_size)
   return precision_recall_from_features(real_f, fake_f, k)
+
+
+__all__ = ["PrecisionRecall", "knn_sq_radii", "in_any_ball", "precision_recall_from_features",
+           "precision_recall_from_images"]

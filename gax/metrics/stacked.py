@@ -159,3 +159,7 @@ def mode_statistics_from_logits(logits: np.ndarray) -> Dict[str, Any]:
   if logits.ndim != 2 or logits.shape[1] != NUM_MODES:
     raise ValueError(f"stacked logits must be [N, {NUM_MODES}], got {logits.shape}.")
   return mode_statistics(np.argmax(logits, axis=-1))
+
+
+__all__ = ["NUM_DIGITS", "NUM_MODES", "mode_ids", "mode_statistics", "stacked_mode_count",
+           "digits_channel_classifier", "stacked_extractor", "mode_statistics_from_logits"]

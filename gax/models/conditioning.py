@@ -109,3 +109,8 @@ def class_vector(x: jax.Array, labels: jax.Array, num_classes: int, dim: int) ->
 def class_head(features: jax.Array, num_classes: int, **dense_kwargs) -> jax.Array:
   """AC-GAN's auxiliary classifier: class logits `[B, K]` (float32) from D's features."""
   return nn.Dense(num_classes, name="class_head", **dense_kwargs)(features).astype(jnp.float32)
+
+
+__all__ = ["CONDITIONING", "CLASS_MAP_RESIZE", "CLASS_MAP_SIZE", "check_conditioning",
+           "check_sizes", "check_labels", "condition_latent", "class_channels", "class_vector",
+           "class_head"]

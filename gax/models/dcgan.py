@@ -323,3 +323,8 @@ class DCGANDiscriminator(nn.Module):
       return logits, cond.class_head(features, self.num_classes, kernel_init=_weight_init,
                                      dtype=self.dtype)
     return logits
+
+
+__all__ = ["G_NORMS", "D_NORMS", "MINIBATCH", "UPSAMPLE", "DOWNSAMPLE", "num_stages",
+           "make_norm", "check_g_regularisers", "vbn_reference_latent", "g_hidden", "g_input",
+           "DCGANGenerator", "DCGANDiscriminator"]

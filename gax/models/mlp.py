@@ -134,3 +134,7 @@ class MLPDiscriminator(nn.Module):
     if self.conditioning == "auxiliary":
       return logits, cond.class_head(features, self.num_classes)
     return logits
+
+
+__all__ = ["G_NORMS", "D_ACTIVATIONS", "check_init_std", "kernel_init", "MLPGenerator",
+           "MLPDiscriminator"]

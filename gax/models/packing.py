@@ -52,3 +52,6 @@ class Packed(nn.Module):
       # Initialisation only needs shapes: use a batch of one pack.
       x = jnp.concatenate([x] * self.degree, axis=0)[:self.degree]
     return self.inner(pack(x, self.degree), train=train)
+
+
+__all__ = ["pack", "Packed"]

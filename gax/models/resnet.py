@@ -139,3 +139,6 @@ class ResNetDiscriminator(nn.Module):
     features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
     self.sow("intermediates", "features", features)
     return nn.Dense(1, kernel_init=_init)(features).reshape(x.shape[0])
+
+
+__all__ = ["ResNetGenerator", "ResNetDiscriminator"]
