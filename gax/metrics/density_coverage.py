@@ -19,12 +19,11 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
 from gax.metrics.features import FeatureExtractor, Images, compute_features
-from gax.metrics.precision_recall import _blocks, _sq_dists, knn_sq_radii
+from gax.metrics.precision_recall import _blocks, _sq_dists, feature_pair, knn_sq_radii
 
 
 class DensityCoverage(NamedTuple):
@@ -64,12 +63,7 @@ def density_coverage_from_features(real_features, fake_features, k: int = 5,
       than k rows.
     batch_size: query rows per distance block.
   """
-  real = jnp.asarray(real_features, jnp.float32)
-  fake = jnp.asarray(fake_features, jnp.float32)
-  chex.assert_rank([real, fake], 2)
-  if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"density_coverage: feature dimensions differ: {real.shape} vs "
-                     f"{fake.shape}.")
+  real, fake = feature_pair(real_features, fake_features, "density_coverage")
   if k < 1 or real.shape[0] <= k or fake.shape[0] < 1:
     raise ValueError(f"density_coverage: k must be >= 1, the real set needs more than k = {k} "
                      f"rows and the fake set one; got {real.shape[0]} real, {fake.shape[0]} "

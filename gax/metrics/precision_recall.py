@@ -77,6 +77,17 @@ def in_any_ball(queries: jax.Array, centres: jax.Array, sq_radii: jax.Array,
   return jax.lax.map(block, _blocks(queries.astype(jnp.float32), batch_size)).reshape(-1)[:m]
 
 
+def feature_pair(real_features, fake_features, what: str):
+  """Both feature sets as float32 `[N, d]` and `[M, d]` arrays, or a `ValueError` naming
+  `what` when their ranks or dimensions differ."""
+  real = jnp.asarray(real_features, jnp.float32)
+  fake = jnp.asarray(fake_features, jnp.float32)
+  chex.assert_rank([real, fake], 2)
+  if real.shape[1] != fake.shape[1]:
+    raise ValueError(f"{what}: feature dimensions differ: {real.shape} vs {fake.shape}.")
+  return real, fake
+
+
 def precision_recall_from_features(real_features, fake_features, k: int = 3,
                                    batch_size: int = 1000) -> PrecisionRecall:
   """Improved precision and recall of `fake_features [M, d]` against `real_features [N, d]`.
@@ -90,12 +101,7 @@ def precision_recall_from_features(real_features, fake_features, k: int = 3,
   Returns:
     `PrecisionRecall(precision, recall)`, each in [0, 1].
   """
-  real = jnp.asarray(real_features, jnp.float32)
-  fake = jnp.asarray(fake_features, jnp.float32)
-  chex.assert_rank([real, fake], 2)
-  if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"precision_recall: feature dimensions differ: {real.shape} vs "
-                     f"{fake.shape}.")
+  real, fake = feature_pair(real_features, fake_features, "precision_recall")
   if k < 1 or min(real.shape[0], fake.shape[0]) <= k:
     raise ValueError(f"precision_recall: k must be >= 1 and each set must have more than k = "
                      f"{k} rows; got {real.shape[0]} real and {fake.shape[0]} fake.")
@@ -115,5 +121,5 @@ def precision_recall_from_images(extractor: FeatureExtractor, real: Images, fake
   return precision_recall_from_features(real_f, fake_f, k)
 
 
-__all__ = ["PrecisionRecall", "knn_sq_radii", "in_any_ball", "precision_recall_from_features",
+__all__ = ["PrecisionRecall", "knn_sq_radii", "in_any_ball", "feature_pair", "precision_recall_from_features",
            "precision_recall_from_images"]
