@@ -33,7 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import jax
 
 from gax import data as data_lib
-from gax import checks, evaluation, losses, models, monitor, noise, penalties, tricks
+from gax import checks, evaluation, loop, losses, models, monitor, noise, penalties, tricks
 from gax.models.conditioning import check_conditioning
 from gax.models.packing import Packed
 from gax.optimizers import SCHEDULE_DEFAULTS, build_optimizer
@@ -43,8 +43,9 @@ from gax.steps import GAN, init_state
 TOP_LEVEL_KEYS = frozenset(
     {"seed", "data", "model", "latent", "loss", "d_penalty", "n_critic", "tricks", "optimizer",
      "parallel", "train", "monitor", "eval"})
-PARALLEL_MODES = ("none", "pmap", "mesh")
-ON_CORRUPT_CHECKPOINT = ("error", "previous")
+# The loop's choices, under the names the config checks have always used.
+PARALLEL_MODES = loop.PARALLEL
+ON_CORRUPT_CHECKPOINT = loop.ON_CORRUPT_CHECKPOINT
 # Arguments of every data source that the config does not set in `config.data`.
 _DATA_ARGS_FROM_ELSEWHERE = ("batch_size", "n_critic", "seed")
 

@@ -257,7 +257,8 @@ def _parse_metrics(metrics: Any) -> Tuple[str, ...]:
   bad = sorted(set(metrics) - set(IMAGE_METRICS))
   if bad:
     raise ValueError(f"config.eval.metrics: unknown {bad}; choose from {IMAGE_METRICS} "
-                     "(fid is always computed; pr = precision and recall, dc = density and coverage).")
+                     "(fid is always computed; pr = precision and recall, dc = density and "
+                     "coverage).")
   return tuple(m for m in IMAGE_METRICS if m == "fid" or m in metrics)
 
 
@@ -825,5 +826,5 @@ __all__ = ["EVAL_FILE", "OFFLINE_EVAL_FILE", "BEST_DIR", "BEST_FILE", "CLASSIFIE
            "IMAGE_METRICS", "MIXTURE_RESULTS", "DRS_PREFIX", "DRS_RESULTS", "CALIBRATION_BATCH",
            "STACKED_RESULTS", "STACKED_DATASETS", "METRIC_DIRECTIONS", "INCEPTION_PATH_HELP",
            "EvalSettings", "eval_config_defaults", "unlabelled_default", "generate_samples",
-           "Evaluator", "image_results", "resolve_best_metric", "ModeCoverageEvaluator", "ImageEvaluator",
-           "is_better", "read_jsonl", "read_best", "BestCheckpoint"]
+           "Evaluator", "image_results", "resolve_best_metric", "ModeCoverageEvaluator",
+           "ImageEvaluator", "is_better", "read_jsonl", "read_best", "BestCheckpoint"]

@@ -172,18 +172,13 @@ class TensorBoard(Callback):
       self._file.write(header + struct.pack("<I", masked_crc32c(header)) + data
                        + struct.pack("<I", masked_crc32c(data)))
     except OSError as e:
-      raise WorkdirError(f"Could not write {self.path}: {e.strerror or e}. The run stops here; "
-                         "its checkpoints are intact: free space and rerun with the same "
-                         "--workdir to resume (or switch TensorBoard off, "
-                         "config.train.tensorboard=False).") from e
+      raise _write_failed(self.path, e, _TENSORBOARD_OFF) from e
 
   def _flush(self) -> None:
     try:
       self._file.flush()
     except OSError as e:
-      raise WorkdirError(f"Could not write {self.path}: {e.strerror or e}. The run stops here; "
-                         "its checkpoints are intact: free space and rerun with the same "
-                         "--workdir to resume.") from e
+      raise _write_failed(self.path, e, _TENSORBOARD_OFF) from e
 
   def _summary(self, step: int, summaries) -> None:
     from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
@@ -202,7 +197,7 @@ class TensorBoard(Callback):
     if self._file is None or grid is None or grid.last_path is None:
       return
     if not grid.last_path.endswith(f"step_{step:07d}.png"):
-      return  # the grid has not run at this step (it comes after this callback)
+      return  # no grid at this step (or the grid comes after this callback in the list)
     from PIL import Image  # pylint: disable=g-import-not-at-top
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
     with Image.open(grid.last_path) as im:
@@ -359,10 +354,19 @@ def _append(f: Any, records: list) -> None:
     f.write("".join(json.dumps(r) + "\n" for r in records))
     f.flush()
   except OSError as e:
-    raise WorkdirError(
-        f"Could not write {f.name}: {e.strerror or e}. The run stops here; its checkpoints "
-        "are intact: free space (or fix the directory) and rerun with the same --workdir to "
-        "resume from the newest (records after it are rewritten).") from e
+    raise _write_failed(f.name, e, " (records after it are rewritten)") from e
+
+
+_TENSORBOARD_OFF = " (or switch TensorBoard off: config.train.tensorboard=False)"
+
+
+def _write_failed(path: str, e: OSError, note: str = "") -> WorkdirError:
+  """The error of a failed write to a run's records (a full disk): the checkpoints are
+  intact, and how to resume."""
+  return WorkdirError(
+      f"Could not write {path}: {e.strerror or e}. The run stops here; its checkpoints are "
+      "intact: free space (or fix the directory) and rerun with the same --workdir to resume "
+      f"from the newest{note}.")
 
 
 def _restore(ckpt: Checkpointer, state: GANState, on_corrupt: str) -> GANState:
@@ -630,5 +634,5 @@ def _global_batch_size(source: Any, data: Any) -> int:
 
 
 __all__ = ["METRICS_FILE", "EVAL_FILE", "ALARMS_FILE", "CHECKPOINT_DIR", "PARALLEL",
-           "ON_CORRUPT_CHECKPOINT", "Callback", "SampleGrid", "TensorBoard", "grid_labels", "truncate_jsonl",
-           "format_eta", "MetricsAverage", "state_metrics", "as_source", "fit"]
+           "ON_CORRUPT_CHECKPOINT", "Callback", "SampleGrid", "TensorBoard", "grid_labels",
+           "truncate_jsonl", "format_eta", "MetricsAverage", "state_metrics", "as_source", "fit"]

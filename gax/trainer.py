@@ -55,7 +55,8 @@ from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
 from gax.cli import TRACEBACK_ENV
 # The loop's names, kept here for the callers that know them from the trainer.
-from gax.loop import ALARMS_FILE, EVAL_FILE, METRICS_FILE, format_eta, grid_labels, truncate_jsonl
+from gax.loop import (ALARMS_FILE, EVAL_FILE, METRICS_FILE, format_eta, grid_labels,
+                      truncate_jsonl)
 from gax.workdir import WorkdirLock
 from gax.state import GANState, param_count
 from gax.steps import GAN, generate, sampling_player
@@ -117,7 +118,7 @@ def load_run(workdir: str) -> Tuple[ml_collections.ConfigDict, GAN, Any]:
 
 def checkpoint_dir(workdir: str, best: bool = False) -> str:
   """The directory of a run's regular checkpoints, or with `best` of its best checkpoint."""
-  return os.path.join(workdir, evaluation.BEST_DIR if best else "checkpoints")
+  return os.path.join(workdir, evaluation.BEST_DIR if best else loop.CHECKPOINT_DIR)
 
 
 def restore_checkpoint(workdir: str, template: Any, step: Optional[int] = None,
@@ -333,7 +334,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   batch_size = int(config.data.batch_size)
   parallel.check_global_batch(batch_size, n_dev, n_proc)
   os.makedirs(workdir, exist_ok=True)
-  ckpt = Checkpointer(os.path.join(workdir, loop.CHECKPOINT_DIR))
+  ckpt = Checkpointer(checkpoint_dir(workdir))
   latest = ckpt.latest_step()
   ckpt.close()
   check_or_write_config(workdir, config.to_dict(), latest is not None, write=n_proc == 1)
@@ -379,8 +380,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
                            centers=getattr(source, "centers", None))
     callbacks.append(grid)
   if tc.get("tensorboard", True):
-    callbacks.append(loop.TensorBoard(workdir, samples=grid,
-                                      text="```\n" + json.dumps(config.to_dict(), indent=2) + "\n```"))
+    config_text = "```\n" + json.dumps(config.to_dict(), indent=2) + "\n```"
+    callbacks.append(loop.TensorBoard(workdir, samples=grid, text=config_text))
   return loop.fit(
       gan, state, source, total, workdir=workdir, log_every=int(tc.log_every),
       checkpoint_every=int(tc.checkpoint_every), keep_checkpoints=int(tc.keep_checkpoints),
@@ -394,5 +395,5 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
 __all__ = ["CONFIG_FILE", "RUN_FILE", "METRICS_FILE", "EVAL_FILE", "ALARMS_FILE",
            "WorkdirConfigMismatch", "check_or_write_config", "truncate_jsonl", "load_config",
            "load_run", "checkpoint_dir", "restore_checkpoint", "restore_run",
-           "sample_labels_for", "truncated", "sample", "grid_labels", "EvaluationError", "evaluate_run",
-           "format_eta", "quiet_library_logs", "train"]
+           "sample_labels_for", "truncated", "sample", "grid_labels", "EvaluationError",
+           "evaluate_run", "format_eta", "quiet_library_logs", "train"]

@@ -366,7 +366,7 @@ def build_transform(name: str, **kwargs: Any) -> optax.GradientTransformation:
   return TRANSFORMS.build(name, **kwargs)
 
 
-__all__ = ["TRANSFORMS", "orthogonal_regularization", "clip_params",
-           "HistoricalAveragingState", "historical_averaging", "AddGradientNoiseState", "add_gradient_noise", "GradientNormState",
-           "track_gradient_norm", "find_gradient_norm", "EmaParamsState", "ema_params",
-           "find_ema_params", "build_transform"]
+__all__ = ["TRANSFORMS", "orthogonal_regularization", "clip_params", "HistoricalAveragingState",
+           "historical_averaging", "AddGradientNoiseState", "add_gradient_noise",
+           "GradientNormState", "track_gradient_norm", "find_gradient_norm", "EmaParamsState",
+           "ema_params", "find_ema_params", "build_transform"]

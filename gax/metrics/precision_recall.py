@@ -121,5 +121,5 @@ def precision_recall_from_images(extractor: FeatureExtractor, real: Images, fake
   return precision_recall_from_features(real_f, fake_f, k)
 
 
-__all__ = ["PrecisionRecall", "knn_sq_radii", "in_any_ball", "feature_pair", "precision_recall_from_features",
-           "precision_recall_from_images"]
+__all__ = ["PrecisionRecall", "knn_sq_radii", "in_any_ball", "feature_pair",
+           "precision_recall_from_features", "precision_recall_from_images"]
