@@ -3,7 +3,10 @@ r"""Trains a VAE-GAN (Larsen et al. 2016, `gax.vaegan`) from a config file.
   python experiments/train_vaegan.py --config=experiments/configs/vaegan_digits.py \
       --workdir=runs/vaegan_digits --config.train.steps=5000
 
-The work directory holds config.json, metrics.jsonl (one JSON object per logged step),
+It trains through `gax.fit`, the loop of `experiments/train.py`, with the VAE-GAN's own step
+(`fit(train_step=...)`), so logging, checkpoints, the write-failure and non-finite stops and
+the resume are the same. The work directory holds config.json, metrics.jsonl (one JSON
+object per logged step),
 samples/ (PNG grids of prior samples `prior_<step>.png` and of reconstructions of a fixed
 real batch `recon_<step>.png`, real images in the top half) and checkpoints/ (Orbax,
 `VAEGANState`). Re-running with the same --workdir resumes from the newest checkpoint; the
@@ -15,7 +18,6 @@ import json
 import math
 import os
 import sys
-import time
 
 # Let configs import their siblings as `experiments.configs.*` when run as a script.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,15 +27,14 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-from gax import cli, data as data_lib, models, trainer, visualize  # pylint: disable=g-import-not-at-top
+from gax import cli, data as data_lib, loop, models, trainer, visualize  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.optimizers import build_optimizer  # pylint: disable=g-import-not-at-top
 from gax.steps import apply_model  # pylint: disable=g-import-not-at-top
 from gax.workdir import WorkdirLock  # pylint: disable=g-import-not-at-top
 from gax.vaegan import (VAEGAN, DCGANEncoder, init_vaegan_state,  # pylint: disable=g-import-not-at-top
-                        jit_vaegan_train_step, reconstruct)
+                        reconstruct, vaegan_train_step)
 
-METRICS_FILE = "metrics.jsonl"
 _BUILT = {}  # config (less `train`) as JSON -> (model, source, jitted step): compile once
 
 
@@ -41,7 +42,9 @@ def _build_cached(config):
   key = json.dumps({k: v for k, v in config.to_dict().items() if k != "train"}, sort_keys=True)
   if key not in _BUILT:
     model, source = build(config)
-    _BUILT[key] = (model, source, jit_vaegan_train_step(model))
+    # The sources' batches are [n_critic = 1, B, ...]; the VAE-GAN step takes [B, ...].
+    step = jax.jit(lambda s, b: vaegan_train_step(model, s, b[0]), donate_argnums=0)
+    _BUILT[key] = (model, source, step)
   return _BUILT[key]
 
 
@@ -64,67 +67,46 @@ def build(config):
   return model, source
 
 
-def _write_samples(workdir, step, model, state, z, real):
-  out = os.path.join(workdir, "samples")
-  os.makedirs(out, exist_ok=True)
-  prior = apply_model(model.generator, state.g.params, state.g.model_state, z, False)[0]
-  visualize.save_image_grid(os.path.join(out, f"prior_{step:07d}.png"), np.asarray(prior))
-  rec = np.asarray(reconstruct(model, state, real))
-  both = np.concatenate([real.astype(np.float32) / 127.5 - 1.0, rec])
-  visualize.save_image_grid(os.path.join(out, f"recon_{step:07d}.png"), both,
-                            ncols=int(math.ceil(math.sqrt(len(real)))))
+class _Samples(loop.Callback):
+  """Every `every` steps (and at the last), a grid of prior samples `prior_<step>.png` and of
+  reconstructions of a fixed real batch `recon_<step>.png` (real images in the top half)."""
+
+  def __init__(self, model, directory, every, z, real):
+    self.model, self.directory, self.every, self.z, self.real = model, directory, every, z, real
+
+  def on_step(self, step, state):
+    os.makedirs(self.directory, exist_ok=True)
+    g = state.g
+    prior = apply_model(self.model.generator, g.params, g.model_state, self.z, False)[0]
+    visualize.save_image_grid(os.path.join(self.directory, f"prior_{step:07d}.png"),
+                              np.asarray(prior))
+    rec = np.asarray(reconstruct(self.model, state, self.real))
+    both = np.concatenate([self.real.astype(np.float32) / 127.5 - 1.0, rec])
+    visualize.save_image_grid(os.path.join(self.directory, f"recon_{step:07d}.png"), both,
+                              ncols=int(math.ceil(math.sqrt(len(self.real)))))
 
 
 def train(config, workdir):
-  """Trains to `config.train.steps`, resuming from `workdir`'s newest checkpoint; returns the
-  final `VAEGANState`. Holds `workdir`'s lock (`gax.workdir.WorkdirLock`) while it runs."""
-  with WorkdirLock(workdir):
-    return _train(config, workdir)
-
-
-def _train(config, workdir):
+  """Trains to `config.train.steps` with `gax.fit` (logging, checkpoints, exact resume from
+  `workdir`'s newest checkpoint), holding `workdir`'s lock (`gax.workdir.WorkdirLock`) from
+  the config check on; returns the final `VAEGANState`."""
   tc = config.train
   model, source, step_fn = _build_cached(config)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                      max_to_keep=int(tc.get("keep_checkpoints", 3)))
-  try:
-    trainer.check_or_write_config(workdir, config.to_dict(), ckpt.latest_step() is not None)
+  os.makedirs(workdir, exist_ok=True)
+  with WorkdirLock(workdir):
+    ckpt = Checkpointer(trainer.checkpoint_dir(workdir))
+    resuming = ckpt.latest_step() is not None
+    ckpt.close()
+    trainer.check_or_write_config(workdir, config.to_dict(), resuming)
     state = init_vaegan_state(model, jax.random.PRNGKey(config.seed), source.element_shape)
-    if ckpt.latest_step() is not None:
-      state = ckpt.restore(state)
-      logging.info("Resumed from step %d.", int(state.step))
-    start, total = int(state.step), int(tc.steps)
-    metrics_path = os.path.join(workdir, METRICS_FILE)
-    trainer.truncate_jsonl(metrics_path, start)
     n = int(tc.get("num_samples", 64))
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (n, model.latent_dim))
     real = np.asarray(source.get(0)[0][:n])  # a fixed real batch to reconstruct
-    t0, t_start = time.time(), start
-    with open(metrics_path, "a") as mf:
-      for step, batch in data_lib.prefetch(source, start, total,
-                                           transform=lambda b: jax.device_put(b[0])):
-        state, m = step_fn(state, batch)
-        done = step + 1
-        if done % tc.log_every == 0 or done == total:
-          m = {k: float(v) for k, v in jax.device_get(m).items()}
-          bad = [k for k, v in m.items() if not math.isfinite(v)]
-          if bad:
-            raise FloatingPointError(f"Non-finite metrics {bad} at step {done}; "
-                                     f"{ckpt.newest_note()}.")
-          rate = (done - t_start) / max(time.time() - t0, 1e-9)
-          mf.write(json.dumps({"step": done, **m, "steps_per_s": rate}) + "\n")
-          mf.flush()
-          eta = trainer.format_eta((total - done) / max(rate, 1e-9))
-          logging.info("step %d/%d (%.0f%%) | %s | %.1f steps/s | ETA %s", done, total,
-                       100 * done / total, " ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())),
-                       rate, eta)
-        if done % tc.sample_every == 0 or done == total:
-          _write_samples(workdir, done, model, state, z, real)
-        if done % tc.checkpoint_every == 0 or done == total:
-          ckpt.save(done, state)
-  finally:
-    ckpt.close()
-  return state
+    samples = _Samples(model, os.path.join(workdir, "samples"), int(tc.sample_every), z, real)
+    return loop.fit(model, state, source, int(tc.steps), workdir=workdir,
+                    log_every=int(tc.log_every), checkpoint_every=int(tc.checkpoint_every),
+                    keep_checkpoints=int(tc.get("keep_checkpoints", 3)), callbacks=[samples],
+                    lock=False, train_step=step_fn)
 
 
 def main(argv):

@@ -35,7 +35,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -390,7 +390,9 @@ def fit(gan: GAN, state: GANState, data: Any, steps: int, *, workdir: Optional[s
         evaluator: Optional[evaluation.Evaluator] = None, eval_every: int = 0,
         eval_gan: Optional[GAN] = None, monitor: Optional[monitor_lib.Monitor] = None,
         callbacks: Sequence[Callback] = (), parallel_mode: str = "none",
-        on_corrupt_checkpoint: str = "error", lock: bool = True) -> GANState:
+        on_corrupt_checkpoint: str = "error", lock: bool = True,
+        train_step: Optional[Callable[[Any, Any], Tuple[Any, Mapping[str, Any]]]] = None
+        ) -> GANState:
   """Trains `state` to step `steps` (a total, not a count: a resumed run does the rest) and
   returns the final state.
 
@@ -421,6 +423,11 @@ def fit(gan: GAN, state: GANState, data: Any, steps: int, *, workdir: Optional[s
       "previous" (move it aside and resume from the newest good one).
     lock: hold `workdir`'s lock (`gax.workdir.WorkdirLock`) for the run; pass False when the
       caller holds it (as `gax.trainer.train` does).
+    train_step: a jitted `(state, batch) -> (state, metrics)` to run instead of `gan`'s
+      `gax.steps.train_step`, for models whose state is not a `GANState` (the VAE-GAN of
+      `gax.vaegan`: `experiments/train_vaegan.py`); `state` needs a `step` field. fit then
+      uses `gan` for nothing; it needs parallel_mode="none" and no evaluator (both are
+      written for a `GAN`).
 
   Raises:
     ValueError: bad arguments; `FloatingPointError`: non-finite metrics;
@@ -440,6 +447,10 @@ def fit(gan: GAN, state: GANState, data: Any, steps: int, *, workdir: Optional[s
     raise ValueError("fit's checkpoint_every needs a workdir to write the checkpoints to.")
   if eval_every and evaluator is None:
     raise ValueError("fit's eval_every needs an evaluator.")
+  if train_step is not None and (parallel_mode != "none" or evaluator is not None):
+    raise ValueError("fit's train_step runs on one device without an evaluator (both are "
+                     f"written for a GAN); got parallel_mode={parallel_mode!r} and "
+                     f"evaluator={type(evaluator).__name__}.")
   if parallel_mode == "pmap" and gan.axis_name is None:
     raise ValueError("parallel_mode='pmap' needs a GAN (and modules) built with axis_name="
                      f"{parallel.DEFAULT_AXIS!r}.")
@@ -461,7 +472,7 @@ def fit(gan: GAN, state: GANState, data: Any, steps: int, *, workdir: Optional[s
   try:
     return _fit(gan, state, as_source(data), total, workdir, log_every, checkpoint_every,
                 int(keep_checkpoints), evaluator, eval_every, eval_gan, monitor,
-                list(callbacks), parallel_mode, on_corrupt_checkpoint, data)
+                list(callbacks), parallel_mode, on_corrupt_checkpoint, data, train_step)
   finally:
     if held is not None:
       held.release()
@@ -469,7 +480,7 @@ def fit(gan: GAN, state: GANState, data: Any, steps: int, *, workdir: Optional[s
 
 def _fit(gan, state, source, total, workdir, log_every, checkpoint_every, keep_checkpoints,
          evaluator, eval_every, eval_gan, monitor, callbacks, parallel_mode, on_corrupt,
-         data) -> GANState:
+         data, train_step) -> GANState:
   n_proc = jax.process_count()
   main = jax.process_index() == 0
   info = logging.info if main else (lambda *args: None)
@@ -537,7 +548,7 @@ def _fit(gan, state, source, total, workdir, log_every, checkpoint_every, keep_c
     else:
       put = lambda b: jax.device_put(b, batch_sharding)
   else:
-    step_fn = jit_train_step(gan)
+    step_fn = jit_train_step(gan) if train_step is None else train_step
     put = jax.device_put
     host_state = lambda s: s
   train_source = source if rows is None else parallel.ProcessRows(source, rows)
@@ -550,7 +561,7 @@ def _fit(gan, state, source, total, workdir, log_every, checkpoint_every, keep_c
     for name in (METRICS_FILE, EVAL_FILE, ALARMS_FILE):
       files[name] = open(os.path.join(workdir, name) if main else os.devnull, "a")
   write = lambda name, records: _append(files[name], records) if files else None
-  average = MetricsAverage(state_metrics(gan))
+  average = MetricsAverage(state_metrics(gan) if train_step is None else ())
   for cb in callbacks:
     cb.on_start(start, host_state(state))
   t_start = t_last = time.time()

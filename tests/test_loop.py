@@ -8,6 +8,7 @@ import os
 import pkgutil
 import re
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,38 @@ def test_fit_under_pmap_equals_one_device(straight):
   out = gax.fit(pgan, _state(_gan()), SOURCE, 6, log_every=0, parallel_mode="pmap")
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                          out, state)
+
+
+@flax.struct.dataclass
+class _Running:
+  """A model that is not a GAN: the running sum of its batches' means."""
+  step: jax.Array
+  total: jax.Array
+
+
+@jax.jit
+def _running_step(state, batch):
+  mean = jnp.mean(batch)
+  return state.replace(step=state.step + 1, total=state.total + mean), {"mean": mean}
+
+
+def test_fit_runs_a_given_train_step_on_any_state(tmp_path):
+  # fit(train_step=...) (the VAE-GAN launcher's path): logging, checkpoints and the exact
+  # resume of a state that is not a GANState; the sum is checked against NumPy's.
+  start = _Running(step=jnp.zeros((), jnp.int32), total=jnp.zeros(()))
+  kw = dict(workdir=str(tmp_path), log_every=2, checkpoint_every=2, train_step=_running_step)
+  half = gax.fit(None, start, SOURCE, 4, **kw)
+  assert int(half.step) == 4
+  full = gax.fit(None, start, SOURCE, 6, **kw)  # resumes from step 4's checkpoint
+  want = [np.mean(np.asarray(SOURCE.get(i))) for i in range(6)]
+  np.testing.assert_allclose(float(full.total), np.sum(want), rtol=1e-5)
+  recs = _records(str(tmp_path))
+  assert [r["step"] for r in recs] == [2, 4, 6]
+  np.testing.assert_allclose([r["mean"] for r in recs],
+                             [np.mean(want[i:i + 2]) for i in (0, 2, 4)], rtol=1e-5)
+  for bad in (dict(parallel_mode="pmap"), dict(evaluator=object())):
+    with pytest.raises(ValueError, match="train_step runs on one device"):
+      gax.fit(None, start, SOURCE, 2, train_step=_running_step, **bad)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -43,7 +43,7 @@ def test_train_cli_resume_and_config_check(tmp_path):
   assert int(state.step) == 4
   recs = _records(a)
   assert [r["step"] for r in recs] == [1, 2, 3, 4]
-  assert {"e_loss", "g_loss", "d_loss", "kl", "recon", "steps_per_s"} <= set(recs[0])
+  assert {"e_loss", "g_loss", "d_loss", "kl", "recon", "steps_per_sec"} <= set(recs[0])
   assert all(math.isfinite(v) for r in recs for v in r.values())
   assert sorted(os.listdir(os.path.join(a, "samples"))) == [
       "prior_0000002.png", "prior_0000004.png", "recon_0000002.png", "recon_0000004.png"]
