@@ -41,9 +41,10 @@ al. 2016: each output phase is an ordinary convolution of the input).
 
   "xla"     plain `lax` convolutions and JAX's own derivatives: exactly Flax's layers.
   "matmul"  taps for A and C, im2col (col2im) for B, whatever the shape.
-  "auto"    on CPU, a per-shape plan measured on the project's 2-core CPU (`cpu_plan`); on
-            every other backend "xla" (native convolutions, which cuDNN and the TPU compiler
-            run well; nothing here was measured faster there).
+  "auto"    on CPU, a per-shape plan measured on the project's 2-core CPUs, by the CPU's
+            instruction set (`cpu_plan`, `cpu_isa`); on every other backend "xla" (native
+            convolutions, which cuDNN and the TPU compiler run well; nothing here was
+            measured faster there).
 
 Parameters (names, shapes, initialisers) and outputs are those of `flax.linen.Conv` and
 `flax.linen.ConvTranspose` for every `impl`, so checkpoints and configs carry over;
@@ -98,30 +99,57 @@ class Plan:
                          f"{FORMULATIONS}.")
 
 
-def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int, int],
-             out_hw: Tuple[int, int]) -> Plan:
-  """The plan "auto" uses on CPU for a convolution of `x_shape` by `k_shape` (HWIO).
+@functools.lru_cache(maxsize=None)
+def cpu_isa() -> str:
+  """"avx512" when this CPU has AVX-512 (the `avx512f` flag of /proc/cpuinfo), else "avx2".
 
-  From per-map timings of the DCGAN's and the SNGAN ResNet's layers on a 2-core AMD EPYC
-  (AVX2) at batch 32 and 64 (`benchmarks/conv_layers.py` prints them), then whole-step A/B
-  timings of the candidates for the kernel gradient:
+  The two kinds of machine the project has run on want different plans: on a 2-core AVX2
+  EPYC, XLA:CPU's native convolutions ran at 40-120 GFLOP/s against 130-170 for its matrix
+  products, so the matrix-product formulations won; on a 2-core AVX-512 EPYC (Zen 5) they run
+  at 300-400 against 430, and the copies those formulations add cost more than they gain.
+  """
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return "avx512" if "avx512f" in line.split() else "avx2"
+  except OSError:
+    pass
+  return "avx2"
+
+
+def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int, int],
+             out_hw: Tuple[int, int], isa: Optional[str] = None) -> Plan:
+  """The plan "auto" uses on CPU for a convolution of `x_shape` by `k_shape` (HWIO), on a CPU
+  of kind `isa` ("avx2" or "avx512"; default `cpu_isa()`).
+
+  From per-map timings of the DCGAN's and the SNGAN ResNet's layers at batch 32 and 64
+  (`benchmarks/conv_layers.py` prints them), then whole-step A/B timings of candidate plans
+  in one process, on two 2-core AMD EPYC machines (docs/speed.md). Both:
 
   * a 1x1 stride-1 convolution is a matrix product: taps for all three maps;
   * few input channels after space-to-depth (<= 16, an RGB image's first layer): im2col for
-    all three (XLA's native kernel gradient runs at 5-20 GFLOP/s there, im2col at 50-65);
+    all three (XLA's native kernel gradient runs at 5-20 GFLOP/s there on AVX2);
   * few output channels (<= 16, an RGB image's last layer): a matrix product with so few
     columns runs at 1-3 GFLOP/s, so native convolutions (stride-1 s2d for B);
-  * large outputs (>= 16x16 positions) with more channels: XLA's native forward convolution,
-    the stride-1 s2d form for the input gradient (B), which native lowers with a dilated
-    input at 40-50 GFLOP/s, and for the kernel gradient (native: 20-70) patches when strided,
-    taps (60-100) when not;
-  * small outputs: taps for A, im2col (col2im) for B and C, 20-80% above native.
+  * large outputs (>= 16x16 positions) with more channels: XLA's native forward convolution
+    and the stride-1 s2d form for the input gradient (B), which native lowers with a dilated
+    input at 40-50 GFLOP/s on AVX2 (220 on AVX-512, against 330 for s2d).
 
-  The kernel gradient's form matters beyond its own speed: its pieces are reassembled into
-  the kernel's layout, and XLA:CPU fuses that reassembly into each of the optimizer's
-  elementwise updates (four for Adam) rather than materialising it once, so the forms whose
-  gradient leaves one matrix product in (nearly) the kernel's layout win in the full step.
+  AVX2, for the rest: on large outputs the kernel gradient as patches when strided, taps
+  when not; on small outputs taps for A, im2col (col2im) for B and C, 20-80% above native.
+  The kernel gradient's form matters beyond its own speed there: its pieces are reassembled
+  into the kernel's layout, and XLA:CPU fuses that reassembly into each of the optimizer's
+  elementwise updates (four for Adam) rather than materialising it once.
+
+  AVX-512, for the rest: native for every map, the kernel gradient included (XLA's own
+  kernel gradient of a strided convolution ran at 180-200 GFLOP/s against 76-80 for
+  patches); a ConvTranspose's kernel gradient, which native would lower with a dilated
+  input, as patches (`transpose_plan`).
   """
+  isa = cpu_isa() if isa is None else isa
+  if isa not in ("avx2", "avx512"):
+    raise ValueError(f"cpu_plan's isa must be 'avx2' or 'avx512', got {isa!r}.")
   kh, kw, c_in, _ = k_shape
   sh, sw = strides
   if kh * kw == 1 and sh * sw == 1:
@@ -130,7 +158,10 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
     return Plan("im2col", "im2col", "im2col")
   if k_shape[-1] <= 16:
     return Plan("native", "s2d", "native")
-  if out_hw[0] * out_hw[1] >= 256:
+  large = out_hw[0] * out_hw[1] >= 256
+  if isa == "avx512":
+    return Plan("native", "s2d" if large else "native", "native")
+  if large:
     return Plan("native", "s2d", "patches" if sh * sw > 1 else "taps")
   return Plan("taps", "im2col", "im2col")
 
@@ -320,11 +351,14 @@ def _conv_t_jvp(strides, pads, x_shape, plan, primals, tangents):
 _conv_t.defjvp(_conv_t_jvp, symbolic_zeros=True)
 
 
-def transpose_plan(plan: Plan) -> Plan:
+def transpose_plan(plan: Plan, isa: Optional[str] = None) -> Plan:
   """`plan` as a ConvTranspose runs it: there the kernel gradient is the transpose of B in the
   kernel, and for the native formulation that is the dilated-input lowering this module
-  avoids, so a native C runs as taps."""
-  return dataclasses.replace(plan, c="taps") if plan.c == "native" else plan
+  avoids, so a native C runs as taps (on AVX2; as patches on AVX-512, `cpu_plan`)."""
+  if plan.c != "native":
+    return plan
+  isa = cpu_isa() if isa is None else isa
+  return dataclasses.replace(plan, c="patches" if isa == "avx512" else "taps")
 
 
 def resolve(impl: str, x_shape, k_shape, strides, out_hw) -> Optional[Plan]:
@@ -482,6 +516,6 @@ class ConvTranspose(nn.Module):
     return y
 
 
-__all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_plan", "conv", "conv_transpose",
+__all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_plan", "conv", "conv_transpose",
            "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation"]

@@ -244,6 +244,29 @@ def test_auto_uses_the_plan_on_cpu_and_xla_uses_lax():
   assert conv_lib.resolve("xla", x.shape, k.shape, (2, 2), (4, 4)) is None
 
 
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_cpu_plans_of_both_instruction_sets(isa, monkeypatch):
+  # Each table's plans for the DCGAN's geometries give lax's values and gradients (the
+  # machine running the test picks one table; the other is forced here), and a
+  # ConvTranspose never runs the dilated-input kernel gradient (a native C).
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: isa)
+  for x_shape, k_shape in [((2, 8, 8, 16), (4, 4, 16, 24)), ((2, 32, 32, 24), (4, 4, 24, 32))]:
+    out_hw = (x_shape[1] // 2,) * 2
+    plan = conv_lib.cpu_plan(x_shape, k_shape, (2, 2), out_hw)
+    assert plan == conv_lib.resolve("auto", x_shape, k_shape, (2, 2), out_hw)
+    assert conv_lib.transpose_plan(plan).c != "native"
+    x, k = _arrays(x_shape, k_shape)
+    ref = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                                dimension_numbers=DN)
+    g = jax.random.normal(jax.random.PRNGKey(1), ref(x, k).shape)
+    want = _value_and_grads(ref, x, k, g)
+    got = _value_and_grads(lambda x, k: conv_lib.conv(x, k, (2, 2), ((1, 1), (1, 1))), x, k, g)
+    for a, b in zip(got, want):
+      _close(a, b)
+  with pytest.raises(ValueError, match="isa"):
+    conv_lib.cpu_plan((2, 8, 8, 16), (4, 4, 16, 24), (2, 2), (4, 4), isa="neon")
+
+
 def test_bad_input_is_refused():
   x, k = _arrays((2, 8, 8, 4), (3, 3, 4, 4))
   with pytest.raises(ValueError, match="conv_impl"):
