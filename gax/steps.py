@@ -27,8 +27,8 @@ Conditional GANs (`GAN.conditioning`, ganhacks 12: use labels if you have them):
 steps draw the fakes' labels uniformly over the `num_classes` classes for the global batch
 (`gax.noise.draw_global`, as the latents), G generating `G(z, y_fake)`.
 
-* "concat" (cGAN, Mirza & Osindero 2014): D scores `D(x_real, y_real)` and `D(G(z, y_fake),
-  y_fake)`; the losses are the unconditional ones.
+* "concat" (cGAN, Mirza & Osindero 2014) and "projection" (Miyato & Koyama 2018): D scores
+  `D(x_real, y_real)` and `D(G(z, y_fake), y_fake)`; the losses are the unconditional ones.
 * "auxiliary" (AC-GAN, Odena et al. 2017, sec. 3): D is unconditional but also returns class
   logits. With the class loss L_C = CE(C(x_real), y_real) + CE(C(G(z, y_fake)), y_fake), D
   minimises its adversarial loss + `aux_weight` * L_C and G minimises its adversarial loss
@@ -38,9 +38,10 @@ steps draw the fakes' labels uniformly over the `num_classes` classes for the gl
   and `g_class_loss` report it.
 
 Penalties (`GAN.d_penalties`) differentiate D's adversarial logit only (never AC-GAN's class
-head). For "concat" they run D with the real labels (R1, DRAGAN's perturbed reals and
-WGAN-GP's real-fake interpolates, which lie on the real side of each pair), except the
-penalties on fakes alone named in `FAKE_SIDE_PENALTIES` (R2), which get the fakes' labels.
+head). For "concat" and "projection" they run D with the real labels (R1, DRAGAN's
+perturbed reals and WGAN-GP's real-fake interpolates, which lie on the real side of each
+pair), except the penalties on fakes alone named in `FAKE_SIDE_PENALTIES` (R2), which get
+the fakes' labels.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import optax
 
 from gax import checks, noise
 from gax.losses import GANLoss, auxiliary_classifier_loss
-from gax.models.conditioning import CONDITIONING
+from gax.models.conditioning import CONDITIONING, D_TAKES_LABELS
 from gax.penalties import Penalty
 from gax.state import GANState, PlayerState, init_player
 from gax.transforms import EmaParamsState
@@ -210,7 +211,8 @@ class Hook:
   def g_loss(self, st: Any, loss: Array, features: Callable[..., Array], real: Array,
              fake: Array, ctx: StepContext) -> Tuple[Array, Metrics]:
     """G's loss and extra metrics; `features(x, labels=None)` is D's last hidden activation
-    `[B, F]` (a "concat" D needs the labels: `ctx.real_labels` / `ctx.fake_labels`)."""
+    `[B, F]` (a "concat" or "projection" D needs the labels: `ctx.real_labels` /
+    `ctx.fake_labels`)."""
     del st, features, real, fake, ctx
     return loss, {}
 
@@ -246,8 +248,8 @@ class GAN:
     generator: Flax module `(z [B, latent_dim], train, labels=None) -> x [B, *data_shape]`
       (`labels` only given to a conditional G).
     discriminator: Flax module `(x [B, *data_shape], train, labels=None) -> logits [B]`
-      (`labels` only given with "concat"); with "auxiliary" it returns `(logits [B],
-      class_logits [B, num_classes])`.
+      (`labels` only given with "concat" and "projection"); with "auxiliary" it returns
+      `(logits [B], class_logits [B, num_classes])`.
     loss: the adversarial loss pair.
     g_tx, d_tx: the players' optax transformations.
     latent_dim: size of z.
@@ -260,7 +262,8 @@ class GAN:
       mode with the parameters being differentiated.
     hooks: `Hook`s with unique names, called in order at the step's fixed points.
     num_classes: number of classes of the labels; 0 for an unconditional GAN.
-    conditioning: "none" | "concat" (cGAN) | "auxiliary" (AC-GAN); see the module docstring.
+    conditioning: "none" | "concat" (cGAN) | "auxiliary" (AC-GAN) | "projection" (projection
+      D, conditional batch norm in G); see the module docstring.
       Must match the networks' own `num_classes` / `conditioning` where they have them.
     aux_weight: AC-GAN's weight of the class loss in both players' losses.
   """
@@ -304,7 +307,7 @@ class GAN:
 
   @property
   def conditional(self) -> bool:
-    """Whether G (and, for "concat", D) take class labels."""
+    """Whether G (and, for "concat" and "projection", D) take class labels."""
     return self.conditioning != "none"
 
 
@@ -312,7 +315,8 @@ class GAN:
 # penalty i uses fold_in(key, i + 1), as before hooks existed, so those draws are unchanged.
 _G_RNG, _LOSS_RNG, _HOOK_RNG, _LABEL_RNG, _OBJECTIVE_RNG = 1_000, 2_000, 3_000, 4_000, 5_000
 
-# Penalties evaluated on fakes alone, which a "concat" D scores with the fakes' labels.
+# Penalties evaluated on fakes alone, which a D that takes labels ("concat", "projection")
+# scores with the fakes' labels.
 FAKE_SIDE_PENALTIES = frozenset({"r2"})
 
 
@@ -376,8 +380,9 @@ def _check_labels(gan: GAN, labels: Optional[Array], batch: int, where: str) -> 
 
 
 def _d_labels(gan: GAN, labels: Optional[Array]) -> Optional[Array]:
-  """The labels D itself takes: the given ones for "concat", none otherwise."""
-  return labels if gan.conditioning == "concat" else None
+  """The labels D itself takes: the given ones for "concat" and "projection", none
+  otherwise."""
+  return labels if gan.conditioning in D_TAKES_LABELS else None
 
 
 def _d_out(gan: GAN, out: Any) -> Tuple[Array, Optional[Array]]:
@@ -472,8 +477,8 @@ def discriminator_logits(gan: GAN, state: GANState, x: Array,
                          labels: Optional[Array] = None) -> Array:
   """D's adversarial logits for `x [B, *data_shape]` in eval mode, with the params D scores
   with in its own step (every hook's `d_params`, e.g. spectral normalisation, applied
-  without updating its state): `[B]`, or `[B / degree]` for a packed D. A "concat" D needs
-  the examples' `labels`."""
+  without updating its state): `[B]`, or `[B / degree]` for a packed D. A "concat" or
+  "projection" D needs the examples' `labels`."""
   _check_labels(gan, labels, x.shape[0], "discriminator_logits")
   params, _ = _transform_d_params(gan, state.tricks, state.d.params, update=False)
   out, _ = apply_model(gan.discriminator, params, state.d.model_state, to_model_input(x),
@@ -484,7 +489,7 @@ def discriminator_logits(gan: GAN, state: GANState, x: Array,
 def d_features(gan: GAN, params: Any, model_state: Any, x: Array,
                labels: Optional[Array] = None) -> Array:
   """D's last hidden activation `[B, F]` (sown as `intermediates/features`), in train mode;
-  a "concat" D needs the examples' `labels` (other Ds ignore them)."""
+  a "concat" or "projection" D needs the examples' `labels` (other Ds ignore them)."""
   kwargs = {}
   if _d_labels(gan, labels) is not None:
     kwargs["labels"] = labels

@@ -305,12 +305,12 @@ def _dcgan_config(conditioning):
   c.n_critic = 2
   c.tricks.experience_replay.update({"enabled": True, "size": 32, "prob": 0.5})
   c.tricks.feature_matching.update({"enabled": True, "adversarial_weight": 1.0})
-  if conditioning == "concat":  # R1 runs D with the real labels (the AC-GAN D has none)
+  if conditioning != "auxiliary":  # R1 runs D with the real labels (the AC-GAN D has none)
     c.d_penalty.r1 = 0.1
   return c
 
 
-@pytest.mark.parametrize("conditioning", ["concat", "auxiliary"])
+@pytest.mark.parametrize("conditioning", ["concat", "auxiliary", "projection"])
 def test_eager_jit_and_pmap_on_4_devices_agree(conditioning):
   c = _dcgan_config(conditioning)
   source = builders.build_data(c)
@@ -383,6 +383,23 @@ def _acgan_config(**model):
   c.data.image_size = 8
   c.model.update(model)
   return c
+
+
+def test_projection_digits_config_trains(tmp_path):
+  # The SNGAN-projection config end to end: spectral norm reaches the class matrix, G has
+  # a gain per class in its batch norms and no class embedding on z.
+  c = importlib.import_module("experiments.configs.projection_digits").get_config()
+  c.data.image_size = 8
+  c.data.batch_size = 8
+  c.model.width = 4
+  c.train.update(steps=2, log_every=1, sample_every=2, checkpoint_every=2, num_samples=20)
+  c.eval.every = -1
+  state = trainer.train(c, str(tmp_path))
+  assert int(state.step) == 2
+  assert "class_projection/kernel" in state.tricks["spectral_norm"]  # its power-iteration u
+  g_params = state.g.params
+  assert g_params["ConditionalBatchNorm_0"]["scale"].shape[0] == 10
+  assert "class_embed" not in g_params
 
 
 def test_inconsistent_conditioning_configs_are_clear_errors(tmp_path):

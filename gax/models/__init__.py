@@ -8,7 +8,8 @@ modules take `(inputs, train: bool, labels=None)`; D returns logits of shape `[B
 
 Class conditioning (`gax.models.conditioning`) is the options `num_classes` (0 =
 unconditional, the default) and `conditioning` ("none" | "concat" for the cGAN of Mirza &
-Osindero 2014 | "auxiliary" for AC-GAN, Odena et al. 2017), with `g_class_dim` (G's class
+Osindero 2014 | "auxiliary" for AC-GAN, Odena et al. 2017 | "projection" for the projection
+discriminator of Miyato & Koyama 2018 with conditional batch norm in G), with `g_class_dim` (G's class
 embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, for the DCGAN,
 `class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the input size).
 
@@ -105,7 +106,8 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
     minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
     minibatch_group_size: group size of the minibatch stddev (`None`: the whole batch).
     num_classes: number of classes of the labels (0: unconditional).
-    conditioning: "none" | "concat" | "auxiliary" (`gax.models.conditioning`).
+    conditioning: "none" | "concat" | "auxiliary" | "projection"
+      (`gax.models.conditioning`; "projection" needs g_norm="batch").
     g_class_dim: width of G's class embedding appended to z.
     d_class_dim: channels of D's learned 4x4 class map ("concat").
     class_map_resize: "nearest" | "bilinear" resizing of D's class map to the input size.

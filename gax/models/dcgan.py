@@ -180,9 +180,23 @@ def g_input(module: nn.Module, z: jax.Array, labels: Optional[jax.Array], norm: 
     if conditional:
       ref_labels = jnp.arange(n_ref, dtype=labels.dtype) % num_classes
       labels = jnp.concatenate([ref_labels, labels])
-  if conditional:
+  if conditional and conditioning != "projection":  # "projection": G's batch norms condition
     z = cond.condition_latent(z, labels, num_classes, g_class_dim)
   return z, n_ref
+
+
+def g_norm_layer(module: nn.Module, train: bool, labels: Optional[jax.Array],
+                 reference_size: int) -> Optional[Layer]:
+  """A norm layer of G (`module.norm`), made in the caller's compact scope: with conditioning
+  "projection", the conditional batch norm of `labels` (`cond.ConditionalBatchNorm`)."""
+  if module.conditioning == "projection":
+    cbn = cond.ConditionalBatchNorm(
+        module.num_classes, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+        axis_name=module.axis_name, dtype=getattr(module, "dtype", None),
+        scale_init=_bn_scale_init)
+    return lambda x: cbn(x, labels)
+  return make_norm(module.norm, train, module.axis_name, getattr(module, "dtype", jnp.float32),
+                   reference_size)
 
 
 class DCGANGenerator(nn.Module):
@@ -192,7 +206,8 @@ class DCGANGenerator(nn.Module):
   64x64 and width 64: 512 (4x4), 256, 128, 64, then `channels` at 64x64. See the module
   docstring for `norm`, `noise_std`, `dropout`, `upsample` and the VBN reference batch.
   With `conditioning` "concat" or "auxiliary", `labels` `[B]` are required and a learned
-  `g_class_dim` class embedding is appended to z.
+  `g_class_dim` class embedding is appended to z; with "projection" they are required and
+  every batch norm is a conditional one (`gax.models.conditioning.ConditionalBatchNorm`).
   """
 
   resolution: int = 64
@@ -227,11 +242,12 @@ class DCGANGenerator(nn.Module):
     check_option("upsample", self.upsample, UPSAMPLE)
     check_impl(self.conv_impl)
     check_g_regularisers(self, self.noise_std, self.dropout, train)
+    cond.check_g_norm(self.conditioning, self.norm)
     k = num_stages(self.resolution)
     z, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
                        self.vbn_reference_latent, self.num_classes, self.conditioning,
                        self.g_class_dim)
-    norm = lambda: make_norm(self.norm, train, self.axis_name, self.dtype, n_ref)
+    norm = lambda: g_norm_layer(self, train, labels, n_ref)
     hidden = lambda x: g_hidden(x, norm(), train, self.noise_std, self.dropout)
     c = self.width * 2 ** (k - 1)
     x = nn.Dense(4 * 4 * c, use_bias=self.norm == "none", kernel_init=_weight_init,
@@ -255,7 +271,8 @@ class DCGANDiscriminator(nn.Module):
   Conditioning (`gax.models.conditioning`): with "concat", `labels` `[B]` are required and
   their class maps (`d_class_dim` channels) are appended to the input; with "auxiliary",
   the output is `(logits [B], class_logits [B, num_classes])`, the class logits from the
-  sown features.
+  sown features; with "projection", `labels` are required and the logit gets the
+  projection term `<v_y, features>` (`gax.models.conditioning.ClassProjection`).
   """
 
   resolution: int = 64
@@ -291,7 +308,8 @@ class DCGANDiscriminator(nn.Module):
     check_option("minibatch", self.minibatch, MINIBATCH)
     check_impl(self.conv_impl)
     cond.check_conditioning(self.num_classes, self.conditioning)
-    cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
+    cond.check_labels(self, labels, x.shape[0], self.conditioning in cond.D_TAKES_LABELS,
+                      self.conditioning)
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(
           f"DCGANDiscriminator built for {self.resolution}x{self.resolution} inputs got {x.shape}.")
@@ -322,9 +340,13 @@ class DCGANDiscriminator(nn.Module):
     if self.conditioning == "auxiliary":
       return logits, cond.class_head(features, self.num_classes, kernel_init=_weight_init,
                                      dtype=self.dtype)
+    if self.conditioning == "projection":
+      logits = logits + cond.ClassProjection(self.num_classes, kernel_init=_weight_init,
+                                             name="class_projection")(features, labels)
     return logits
 
 
 __all__ = ["G_NORMS", "D_NORMS", "MINIBATCH", "UPSAMPLE", "DOWNSAMPLE", "num_stages",
            "make_norm", "check_g_regularisers", "vbn_reference_latent", "g_hidden", "g_input",
+           "g_norm_layer",
            "DCGANGenerator", "DCGANDiscriminator"]

@@ -20,7 +20,9 @@ names):
   the output layer; computed over the per-device batch under `pmap`.
 * `num_classes`, `conditioning`: "none" | "concat" (cGAN: a class embedding appended to z and
   a learned `d_class_dim`-vector per class to D's input) | "auxiliary" (AC-GAN: G as for
-  "concat", a class head on D's last hidden features); see `gax.models.conditioning`.
+  "concat", a class head on D's last hidden features) | "projection" (conditional batch norm
+  in G, which needs `norm="batch"`; the projection term on D's last hidden features); see
+  `gax.models.conditioning`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 
 from gax.layers import Maxout, MinibatchDiscrimination, MinibatchStdDev, check_option
 from gax.models import conditioning as cond
-from gax.models.dcgan import MINIBATCH, check_g_regularisers, g_hidden, g_input, make_norm
+from gax.models.dcgan import MINIBATCH, check_g_regularisers, g_hidden, g_input, g_norm_layer
 
 G_NORMS = ("none", "batch", "virtual_batch")
 D_ACTIVATIONS = ("leaky_relu", "relu", "maxout")
@@ -74,14 +76,15 @@ class MLPGenerator(nn.Module):
     chex.assert_rank(z, 2)
     check_option("g_norm", self.norm, G_NORMS)
     check_g_regularisers(self, self.noise_std, self.dropout, train)
+    cond.check_g_norm(self.conditioning, self.norm)
     x, n_ref = g_input(self, z, labels, self.norm, self.vbn_reference_size,
                        self.vbn_reference_latent, self.num_classes, self.conditioning,
                        self.g_class_dim)
     init = kernel_init(self.init_std)
     for h in self.hidden:
       x = nn.Dense(h, use_bias=self.norm == "none", kernel_init=init)(x)
-      x = g_hidden(x, make_norm(self.norm, train, self.axis_name, jnp.float32, n_ref), train,
-                   self.noise_std, self.dropout)
+      x = g_hidden(x, g_norm_layer(self, train, labels, n_ref), train, self.noise_std,
+                   self.dropout)
     return nn.Dense(self.out_dim, kernel_init=init)(x)[n_ref:]
 
 
@@ -113,7 +116,8 @@ class MLPDiscriminator(nn.Module):
     check_option("minibatch", self.minibatch, MINIBATCH)
     check_option("d_activation", self.activation, D_ACTIVATIONS)
     cond.check_conditioning(self.num_classes, self.conditioning)
-    cond.check_labels(self, labels, x.shape[0], self.conditioning == "concat", self.conditioning)
+    cond.check_labels(self, labels, x.shape[0], self.conditioning in cond.D_TAKES_LABELS,
+                      self.conditioning)
     if self.conditioning == "concat":
       x = cond.class_vector(x, labels, self.num_classes, self.d_class_dim)
     init = kernel_init(self.init_std)
@@ -133,6 +137,9 @@ class MLPDiscriminator(nn.Module):
     logits = nn.Dense(1, kernel_init=init)(x).reshape(x.shape[0]).astype(jnp.float32)
     if self.conditioning == "auxiliary":
       return logits, cond.class_head(features, self.num_classes)
+    if self.conditioning == "projection":
+      logits = logits + cond.ClassProjection(self.num_classes, kernel_init=init,
+                                             name="class_projection")(features, labels)
     return logits
 
 
