@@ -65,6 +65,7 @@ from gax import checks, rejection
 from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource
 from gax.metrics import classifier as classifier_lib
+from gax.metrics import conditional as conditional_lib
 from gax.metrics import features as features_lib
 from gax.metrics import stacked as stacked_lib
 from gax.metrics.fid import FeatureStats, fid_from_stats
@@ -91,8 +92,10 @@ KID_SUBSETS = 100
 IS_SPLITS = 10  # as in Salimans et al.'s code
 
 FEATURES = ("classifier", "inception_v3")
-IMAGE_METRICS = ("fid", "kid", "is", "pr", "dc")  # eval.metrics; "pr" = precision and recall,
-# "dc" = density and coverage
+IMAGE_METRICS = ("fid", "kid", "is", "pr", "dc", "intra_fid", "accuracy")  # eval.metrics;
+# "pr" = precision and recall, "dc" = density and coverage; for conditional GANs "intra_fid"
+# (FID per class, averaged) and "accuracy" (the classifier's accuracy on the samples' classes,
+# the result "class_accuracy")
 MIXTURE_RESULTS = ("modes_covered", "hq_fraction", "reverse_kl")
 DRS_PREFIX = "drs_"  # results of the samples kept by discriminator rejection sampling
 DRS_RESULTS = tuple(DRS_PREFIX + m for m in MIXTURE_RESULTS)
@@ -111,6 +114,8 @@ METRIC_DIRECTIONS = {
     # where samples crowd dense real regions); coverage: fraction of real balls with a sample.
     "density": "max",
     "coverage": "max",
+    "intra_fid": "min",  # FID between each class's real images and samples, averaged
+    "class_accuracy": "max",  # samples the classifier puts in the class they were made for
     "modes_covered": "max",
     "hq_fraction": "max",
     "reverse_kl": "min",
@@ -409,10 +414,10 @@ def _dataset_name(config: Any, tfds: bool = True) -> str:
 def image_results(metrics: Sequence[str], stacked: bool = False) -> Tuple[str, ...]:
   """The ranked result keys of image `metrics` ("pr" gives precision and recall), and with
   `stacked` (stacked-digits data) the mode count's `STACKED_RESULTS`."""
-  return tuple(m for name in _parse_metrics(metrics)
-               for m in {"pr": ("precision", "recall"), "dc": ("density", "coverage")}.get(
-                   name, (name,))) + (
-                   STACKED_RESULTS if stacked else ())
+  keys = {"pr": ("precision", "recall"), "dc": ("density", "coverage"),
+          "accuracy": ("class_accuracy",)}
+  return tuple(m for name in _parse_metrics(metrics) for m in keys.get(name, (name,))) + (
+      STACKED_RESULTS if stacked else ())
 
 
 def resolve_best_metric(settings: EvalSettings, produced: Sequence[str],
@@ -501,7 +506,8 @@ class ModeCoverageEvaluator(Evaluator):
 
 
 class ImageEvaluator(Evaluator):
-  """FID (and KID, IS, precision/recall) of generated images against the run's real images.
+  """FID (and KID, IS, precision/recall, density/coverage; for a conditional GAN intra-class
+  FID and sample accuracy) of generated images against the run's real images.
 
   Attributes:
     extractor: the `FeatureExtractor`.
@@ -510,6 +516,9 @@ class ImageEvaluator(Evaluator):
       images (a fixed random subset when there are more).
     classifier_path: the classifier file ("classifier" features), else None.
     reference_path: the cached reference statistics.
+    num_classes: the data's classes, with "intra_fid" or "accuracy" (else 0).
+    class_reference: with "intra_fid", one `FeatureStats` per class of the real images
+      (`source.images` with `source.labels`), computed at construction, not cached.
   """
 
   kind = "images"
@@ -540,11 +549,37 @@ class ImageEvaluator(Evaluator):
                                        REFERENCE_FILE.format(features=settings.features))
     self.reference, self.reference_features = _reference(
         self.reference_path, self.extractor, fingerprint, images, settings.batch_size)
+    self.num_classes = 0
+    self.class_reference: Optional[List[FeatureStats]] = None
+    if {"intra_fid", "accuracy"} & set(settings.metrics):
+      self._check_conditional_source(source, settings.metrics)
+      self.num_classes = int(source.num_classes)
+    if "intra_fid" in settings.metrics:
+      feats, _ = features_lib.compute_features(self.extractor, source.images,
+                                               settings.batch_size)
+      self.class_reference = conditional_lib.class_feature_stats(
+          feats, np.asarray(source.labels), self.num_classes)
+
+  def _check_conditional_source(self, source: Any, metrics: Sequence[str]) -> None:
+    asked = ", ".join(m for m in ("intra_fid", "accuracy") if m in metrics)
+    if getattr(source, "labels", None) is None or not getattr(source, "num_classes", 0):
+      raise ValueError(f"eval.metrics {asked} score a conditional GAN by class and need the "
+                       f"real images' labels: train on labelled data (data.labels=True); "
+                       f"{type(source).__name__} has none.")
+    if "accuracy" in metrics and self.extractor.num_classes != source.num_classes:
+      raise ValueError(f"eval.metrics accuracy needs a feature network whose logits are the "
+                       f"data's {source.num_classes} classes; {self.extractor.name} has "
+                       f"{self.extractor.num_classes}.")
 
   def evaluate(self, gan: GAN, state: Any, num_samples: Optional[int] = None) -> Dict[str, Any]:
     s = self.settings
     n = int(num_samples or s.num_samples)
     want = set(s.metrics)
+    by_class = bool(want & {"intra_fid", "accuracy"})
+    if by_class and (not gan.conditional or gan.num_classes != self.num_classes):
+      raise ValueError(f"eval.metrics intra_fid and accuracy score a conditional GAN of the "
+                       f"data's {self.num_classes} classes; this GAN has conditioning="
+                       f"{gan.conditioning!r}, num_classes={gan.num_classes}.")
     stats = FeatureStats()
     feats: List[np.ndarray] = []
     logits: List[np.ndarray] = []
@@ -552,9 +587,9 @@ class ImageEvaluator(Evaluator):
                                   quantize=True):
       f, l = features_lib.compute_features(self.extractor, batch, s.batch_size)
       stats.update(f)
-      if want & {"kid", "pr", "dc"}:
+      if want & {"kid", "pr", "dc", "intra_fid"}:
         feats.append(f)
-      if "is" in want or self.stacked:
+      if want & {"is", "accuracy"} or self.stacked:
         logits.append(l)
     result: Dict[str, Any] = {"fid": fid_from_stats(self.reference, stats)}
     fake = np.concatenate(feats) if feats else None
@@ -570,6 +605,14 @@ class ImageEvaluator(Evaluator):
       result["precision"], result["recall"] = precision_recall_from_features(real, fake)
     if "dc" in want:
       result["density"], result["coverage"] = density_coverage_from_features(real, fake)
+    if by_class:  # sample i was generated for class i mod K (`generate_samples`)
+      made_for = np.arange(n) % self.num_classes
+      if "intra_fid" in want:
+        result["intra_fid"], _ = conditional_lib.intra_class_fid(self.class_reference, fake,
+                                                                 made_for)
+      if "accuracy" in want:
+        result["class_accuracy"] = conditional_lib.sample_accuracy(np.concatenate(logits),
+                                                                   made_for)
     if self.stacked:
       modes = stacked_lib.mode_statistics_from_logits(np.concatenate(logits))
       result.update(modes_covered=modes["modes"], modes=stacked_lib.NUM_MODES,
@@ -587,6 +630,10 @@ class ImageEvaluator(Evaluator):
       parts.append(f"precision {result['precision']:.3f} recall {result['recall']:.3f}")
     if "density" in result:
       parts.append(f"density {result['density']:.3f} coverage {result['coverage']:.3f}")
+    if "intra_fid" in result:
+      parts.append(f"intra-FID {result['intra_fid']:.4f}")
+    if "class_accuracy" in result:
+      parts.append(f"accuracy {result['class_accuracy']:.3f}")
     if "modes_covered" in result:
       parts.append(f"modes {result['modes_covered']}/{result['modes']}, reverse KL "
                    f"{result['reverse_kl']:.3f}")

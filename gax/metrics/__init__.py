@@ -3,8 +3,8 @@
 Toy data: `mode_coverage` (VEEGAN / PacGAN). Images, all batched and jit-compiled on top of a
 pluggable `FeatureExtractor` (`gax.metrics.features`): FID (`gax.metrics.fid`), KID (`.kid`),
 the Inception Score (`.inception_score`), improved precision/recall (`.precision_recall`) and
-density/coverage (`.density_coverage`),
-each from features or from images (`*_from_images`). Feature networks: the FID Inception-v3
+density/coverage (`.density_coverage`), and for conditional models intra-class FID and the
+accuracy of samples (`.conditional`), each from features or from images (`*_from_images`). Feature networks: the FID Inception-v3
 from a local weight file (`inception_v3_from_file`) or a small classifier trained on the
 dataset itself (`gax.metrics.classifier`).
 """
@@ -15,6 +15,7 @@ from gax.metrics.features import (FEATURE_EXTRACTORS, FeatureExtractor, Inceptio
                                   compute_features, inception_v3_from_file,
                                   inception_v3_from_variables, inception_variables_from_torch,
                                   iter_features, make_feature_extractor)
+from gax.metrics.conditional import class_feature_stats, intra_class_fid, sample_accuracy
 from gax.metrics.density_coverage import (DensityCoverage, density_coverage_from_features,
                                           density_coverage_from_images)
 from gax.metrics.fid import (FeatureStats, feature_statistics, fid_from_features, fid_from_images,
@@ -37,6 +38,7 @@ __all__ = [
     "InceptionV3",
     "PrecisionRecall",
     "SmallCNN",
+    "class_feature_stats",
     "compute_features",
     "digits_classifier",
     "feature_statistics",
@@ -50,6 +52,7 @@ __all__ = [
     "inception_v3_from_file",
     "inception_v3_from_variables",
     "inception_variables_from_torch",
+    "intra_class_fid",
     "iter_features",
     "kid_from_features",
     "kid_from_images",
@@ -59,6 +62,7 @@ __all__ = [
     "polynomial_mmd2_unbiased",
     "precision_recall_from_features",
     "precision_recall_from_images",
+    "sample_accuracy",
     "save_classifier",
     "train_classifier",
 ]
