@@ -77,7 +77,7 @@ def mixture_config(dataset: str, steps: int, hidden: Sequence[int] = (128, 128, 
   return c
 
 
-def _image_config(c: ml_collections.ConfigDict, steps: int, evals: int, num_samples: int,
+def image_config(c: ml_collections.ConfigDict, steps: int, evals: int, num_samples: int,
                   classifier_path: str, fraction: float,
                   metrics: Sequence[str]) -> ml_collections.ConfigDict:
   """An image config scheduled for `steps` steps, trained on `fraction` of each class
@@ -95,7 +95,7 @@ def digits_config(steps: int, evals: int = 2, num_samples: int = 1000,
                   classifier_path: str = "", fraction: float = 1.0) -> ml_collections.ConfigDict:
   """`experiments/configs/dcgan_digits.py` (DCGAN, 16x16 digits) for `steps` steps on
   `fraction` of each class, scored by FID/IS/precision/recall against all 1797 digits."""
-  return _image_config(dcgan_digits.get_config(), steps, evals, num_samples, classifier_path,
+  return image_config(dcgan_digits.get_config(), steps, evals, num_samples, classifier_path,
                        fraction, ("fid", "is", "pr"))
 
 
@@ -104,7 +104,7 @@ def mnist_config(steps: int, evals: int = 2, num_samples: int = 1000,
   """`experiments/configs/dcgan_mnist.py` (DCGAN, width 32, real MNIST padded to 32x32) for
   `steps` steps on `fraction` of the 4000 training digits (`gax.data.class_fraction`),
   scored by FID/KID/IS/precision/recall against all 4000 with one shared classifier."""
-  return _image_config(dcgan_mnist.get_config(), steps, evals, num_samples, classifier_path,
+  return image_config(dcgan_mnist.get_config(), steps, evals, num_samples, classifier_path,
                        fraction, ("fid", "kid", "is", "pr"))
 
 

@@ -277,6 +277,8 @@ METRIC_FORMATS = {
     "recall": ("recall", 1, 3),
     "density": ("density", 1, 3),
     "coverage": ("coverage", 1, 3),
+    "intra_fid": ("intra-FID", 1, 1),
+    "class_accuracy": ("accuracy", 1, 3),
 }
 
 

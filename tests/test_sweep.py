@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks import ablate, mode_coverage, variants
+from benchmarks import conditional as conditional_bench
 from gax import builders, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -311,6 +312,28 @@ def test_first_seed_splits_a_sweep_into_disjoint_seed_ranges():
       sweep.seed_range(seeds, first)
   with pytest.raises(ValueError, match="--first_seed must be"):
     ablate.make_jobs(["ring"], ["r1"], 1, 10, 10, (8,), "r", first_seed=-3)
+
+
+def test_conditional_benchmark_compares_the_conditionings_on_one_base(tmp_path):
+  jobs = conditional_bench.make_jobs(["cgan", "acgan", "projection"], 1, 2, "sn", str(tmp_path))
+  assert [j.variant.name for j in jobs] == ["cgan", "acgan", "projection"]
+  configs = [sweep.apply_overrides(j.base, j.variant.overrides) for j in jobs]
+  assert [c.model.conditioning for c in configs] == ["concat", "auxiliary", "projection"]
+  for c in configs:  # the SNGAN base for all: only the conditioning differs
+    assert c.loss == "hinge" and c.tricks.spectral_norm.enabled and c.data.labels
+  tiny = {"data.image_size": 8, "data.batch_size": 8, "model.width": 4,
+          "eval.classifier_steps": 20, "eval.num_samples": 100}
+  jobs = [sweep.Job(j.group, j.variant, j.seed, sweep.apply_overrides(j.base, tiny))
+          for j in jobs]
+  records = sweep.run_many(jobs, str(tmp_path))
+  assert [r["status"] for r in records] == ["ok"] * 3
+  table = conditional_bench.write_outputs(str(tmp_path), records)
+  assert "| intra-FID |" in table and "| accuracy |" in table
+  assert [l.split(" | ")[1] for l in table.splitlines()[2:]] == ["cgan", "acgan", "projection"]
+  for r in records:
+    assert 0 <= r["final"]["class_accuracy"] <= 1 and r["final"]["intra_fid"] > 0
+  with pytest.raises(ValueError, match="Unknown conditionings"):
+    conditional_bench.make_jobs(["film"], 1, 2, "sn", str(tmp_path))
 
 
 def test_ablate_jobs_share_one_digits_classifier(tmp_path):
