@@ -38,6 +38,11 @@ Upsampling:
     sub-pixel kernels equal, so at initialisation the layer is a convolution followed by
     nearest-neighbour upsampling, free of checkerboard patterns.
 
+Attention:
+  * `SelfAttention` (Zhang, Goodfellow, Metaxas & Odena 2019, "Self-attention generative
+    adversarial networks", sec. 3, eqs. 1-3): every position attends to every other one of
+    the same feature map, added back through a learned gate that starts at 0.
+
 All statistics are computed in float32 and the outputs cast back to the input's dtype.
 """
 
@@ -363,5 +368,40 @@ class PixelShuffle(nn.Module):
     return depth_to_space(x, r)
 
 
+class SelfAttention(nn.Module):
+  """SAGAN's self-attention block (Zhang et al. 2019, sec. 3) on `[B, H, W, C]` maps.
+
+  With the N = H * W positions x_i as C-vectors and C' = C / `reduction` (the paper's C/8):
+  `f = W_f x`, `g = W_g x`, `h = W_h x` (each C'-dimensional), `s_ij = f(x_i)^T g(x_j)`,
+  `beta_{j,i} = softmax_i(s_ij)` (how much output position j attends to position i),
+  `o_j = W_v sum_i beta_{j,i} h(x_i)` (back to C), and `y_i = gamma * o_i + x_i` with the
+  scalar `gamma` initialised to 0 (eq. 3), so the block starts as the identity. The four
+  maps are 1x1 convolutions, written as `nn.Dense` on the channel axis (parameters named
+  after the paper's `f`, `g`, `h`, `v`, each a `kernel` without bias, as in the SAGAN code),
+  so `gax.spectral` normalises them like every other kernel. The softmax is in float32.
+  """
+
+  reduction: int = 8
+  kernel_init: Initializer = nn.initializers.xavier_uniform()
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    chex.assert_rank(x, 4)
+    b, h, w, c = x.shape
+    checks.integer(self.reduction, "attention reduction", 1)
+    inner = max(c // self.reduction, 1)
+    dense = lambda n, name: nn.Dense(n, use_bias=False, kernel_init=self.kernel_init,
+                                     dtype=self.dtype, name=name)
+    flat = x.reshape(b, h * w, c)
+    f, g, hx = (dense(inner, n)(flat).astype(jnp.float32) for n in ("f", "g", "h"))
+    s = jnp.einsum("bic,bjc->bji", f, g)  # s[b, j, i] = s_ij = f(x_i)^T g(x_j)
+    beta = jax.nn.softmax(s, axis=-1)  # beta_{j,i}: softmax over i, for each position j
+    o = dense(c, "v")(jnp.einsum("bji,bic->bjc", beta, hx).astype(flat.dtype))
+    gamma = self.param("gamma", nn.initializers.zeros_init(), (), jnp.float32)
+    return (x + gamma.astype(x.dtype) * o.reshape(b, h, w, c)).astype(x.dtype)
+
+
 __all__ = ["InstanceNorm", "VirtualBatchNorm", "MinibatchDiscrimination", "MinibatchStdDev",
-           "GaussianNoise", "PixelShuffle", "depth_to_space", "icnr", "check_option"]
+           "GaussianNoise", "PixelShuffle", "SelfAttention", "depth_to_space", "icnr",
+           "check_option"]

@@ -305,6 +305,8 @@ def _dcgan_config(conditioning):
   c.n_critic = 2
   c.tricks.experience_replay.update({"enabled": True, "size": 32, "prob": 0.5})
   c.tricks.feature_matching.update({"enabled": True, "adversarial_weight": 1.0})
+  if conditioning == "projection":  # with SAGAN's attention block at 4x4 in G and D
+    c.model.attention = 4
   if conditioning != "auxiliary":  # R1 runs D with the real labels (the AC-GAN D has none)
     c.d_penalty.r1 = 0.1
   return c

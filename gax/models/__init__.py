@@ -35,7 +35,7 @@ from gax.conv import check_impl
 from gax.layers import check_option
 from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
-                              DCGANGenerator)
+                              DCGANGenerator, check_attention)
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
 from gax.models.mlp import D_ACTIVATIONS as MLP_D_ACTIVATIONS
 from gax.models.mlp import G_NORMS as MLP_G_NORMS
@@ -82,7 +82,7 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
           vbn_reference_latent: str = "gaussian", minibatch_kernels: int = 100,
           minibatch_kernel_dim: int = 5, minibatch_group_size: Optional[int] = None,
           num_classes: int = 0, conditioning: str = "none", g_class_dim: int = 16,
-          d_class_dim: int = 4, class_map_resize: str = "nearest",
+          d_class_dim: int = 4, class_map_resize: str = "nearest", attention: int = 0,
           conv_impl: str = "auto") -> Tuple[nn.Module, nn.Module]:
   """DCGAN pair for square images of shape `(R, R, C)`, R = 4 * 2^k.
 
@@ -111,6 +111,8 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
     g_class_dim: width of G's class embedding appended to z.
     d_class_dim: channels of D's learned 4x4 class map ("concat").
     class_map_resize: "nearest" | "bilinear" resizing of D's class map to the input size.
+    attention: the feature-map side (a hidden resolution, 4 ... R/2) at which G and D get
+      SAGAN's self-attention block (`gax.layers.SelfAttention`); 0: none.
     conv_impl: how convolutions are lowered, "auto" | "xla" | "matmul" (`gax.conv`; the
       parameters are the same for all three).
   """
@@ -126,8 +128,10 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
   g_cond, d_cond = _conditioning(num_classes, conditioning, g_class_dim, d_class_dim,
                                  class_map_resize)
   r, _, c = data_shape
+  check_attention(attention, r)
   dt = _dtype(dtype)
   return (DCGANGenerator(resolution=r, width=width, channels=c, axis_name=axis_name, dtype=dt,
+                         attention=attention,
                          norm=g_norm, noise_std=float(g_noise_std), dropout=float(g_dropout),
                          upsample=upsample, vbn_reference_size=vbn_reference_size,
                          vbn_reference_latent=vbn_reference_latent, conv_impl=conv_impl,
@@ -138,6 +142,7 @@ def dcgan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int
                              minibatch_kernel_dim=minibatch_kernel_dim,
                              minibatch_group_size=minibatch_group_size,
                              class_map_resize=class_map_resize, conv_impl=conv_impl,
+                             attention=attention,
                              **d_cond))
 
 

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 from gax import checks, noise
 from gax.conv import Conv, ConvTranspose, check_impl
 from gax.layers import (GaussianNoise, InstanceNorm, MinibatchDiscrimination, MinibatchStdDev,
-                        PixelShuffle, VirtualBatchNorm, check_option)
+                        PixelShuffle, SelfAttention, VirtualBatchNorm, check_option)
 from gax.models import conditioning as cond
 
 _weight_init = nn.initializers.normal(stddev=0.02)
@@ -70,6 +70,17 @@ UPSAMPLE = ("transpose", "pixel_shuffle")
 DOWNSAMPLE = ("stride", "avg_pool")
 
 Layer = Callable[[jax.Array], jax.Array]
+
+
+def check_attention(attention: int, resolution: int) -> None:
+  """`attention` (the feature-map side that gets SAGAN's self-attention block) is 0 (off) or
+  a hidden resolution of the DCGAN pair, 4 ... resolution / 2."""
+  k = num_stages(resolution)
+  allowed = [4 * 2 ** i for i in range(k)]
+  if attention != 0 and attention not in allowed:
+    raise ValueError(f"model.attention={attention!r}: the self-attention block goes at a "
+                     f"hidden resolution of the {resolution}x{resolution} DCGAN, one of "
+                     f"{allowed} (0: none).")
 
 
 def _bn_scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
@@ -224,6 +235,7 @@ class DCGANGenerator(nn.Module):
   num_classes: int = 0
   conditioning: str = "none"
   g_class_dim: int = 16
+  attention: int = 0
   conv_impl: str = "auto"
 
   def _up(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
@@ -249,13 +261,16 @@ class DCGANGenerator(nn.Module):
                        self.g_class_dim)
     norm = lambda: g_norm_layer(self, train, labels, n_ref)
     hidden = lambda x: g_hidden(x, norm(), train, self.noise_std, self.dropout)
+    check_attention(self.attention, self.resolution)
+    attend = lambda x: (SelfAttention(dtype=self.dtype)(x) if x.shape[1] == self.attention
+                        else x)
     c = self.width * 2 ** (k - 1)
     x = nn.Dense(4 * 4 * c, use_bias=self.norm == "none", kernel_init=_weight_init,
                  dtype=self.dtype)(z)
-    x = hidden(x.reshape(z.shape[0], 4, 4, c))
+    x = attend(hidden(x.reshape(z.shape[0], 4, 4, c)))
     for _ in range(k - 1):
       c //= 2
-      x = hidden(self._up(x, c, use_bias=self.norm == "none"))
+      x = attend(hidden(self._up(x, c, use_bias=self.norm == "none")))
     x = self._up(x, self.channels, use_bias=True)[n_ref:]
     return jnp.tanh(x.astype(jnp.float32))
 
@@ -289,6 +304,7 @@ class DCGANDiscriminator(nn.Module):
   conditioning: str = "none"
   d_class_dim: int = 4
   class_map_resize: str = "nearest"
+  attention: int = 0
   conv_impl: str = "auto"
 
   def _down(self, x: jax.Array, features: int, use_bias: bool) -> jax.Array:
@@ -316,15 +332,18 @@ class DCGANDiscriminator(nn.Module):
     if self.conditioning == "concat":
       x = cond.class_channels(x, labels, self.num_classes, self.d_class_dim, self.class_map_resize)
     k = num_stages(self.resolution)
+    check_attention(self.attention, self.resolution)
+    attend = lambda x: (SelfAttention(dtype=self.dtype)(x) if x.shape[1] == self.attention
+                        else x)
     c = self.width
-    x = nn.leaky_relu(self._down(x, c, use_bias=True), 0.2)
+    x = attend(nn.leaky_relu(self._down(x, c, use_bias=True), 0.2))
     for _ in range(k - 1):
       c *= 2
       x = self._down(x, c, use_bias=self.norm == "none")
       norm = make_norm(self.norm, train, self.axis_name, self.dtype)
       if norm is not None:
         x = norm(x)
-      x = nn.leaky_relu(x, 0.2)
+      x = attend(nn.leaky_relu(x, 0.2))
     # The last hidden activation, for feature matching (Salimans et al. 2016, sec. 3.1).
     features = x.reshape(x.shape[0], -1).astype(jnp.float32)
     self.sow("intermediates", "features", features)
@@ -347,6 +366,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 __all__ = ["G_NORMS", "D_NORMS", "MINIBATCH", "UPSAMPLE", "DOWNSAMPLE", "num_stages",
+           "check_attention",
            "make_norm", "check_g_regularisers", "vbn_reference_latent", "g_hidden", "g_input",
            "g_norm_layer",
            "DCGANGenerator", "DCGANDiscriminator"]
