@@ -13,7 +13,9 @@ discriminator of Miyato & Koyama 2018 with conditional batch norm in G), with `g
 embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, for the DCGAN,
 `class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the input size).
 
-`resnet` is the SNGAN-style ResNet pair (`gax.models.resnet`), unconditional.
+`resnet` is the SNGAN-style ResNet pair (`gax.models.resnet`), unconditional; `biggan` the
+BigGAN-style class-conditional ResNet pair (`gax.models.biggan`: shared embedding,
+hierarchical latent, conditional batch norm, projection D, optional self-attention).
 
 The DCGAN and MLP factories take GAN-trick options (normalisation, minibatch features,
 generator noise and dropout, up/downsampling) whose defaults are the plain architectures;
@@ -36,6 +38,7 @@ from gax.layers import check_option
 from gax.models.conditioning import CONDITIONING, check_conditioning, check_sizes
 from gax.models.dcgan import (D_NORMS, DOWNSAMPLE, MINIBATCH, UPSAMPLE, DCGANDiscriminator,
                               DCGANGenerator, check_attention)
+from gax.models import biggan as biggan_lib
 from gax.models.dcgan import G_NORMS as DCGAN_G_NORMS
 from gax.models.mlp import D_ACTIVATIONS as MLP_D_ACTIVATIONS
 from gax.models.mlp import G_NORMS as MLP_G_NORMS
@@ -193,6 +196,48 @@ def mlp(data_shape: Sequence[int], axis_name: Optional[str] = None,
                            minibatch_group_size=minibatch_group_size, **d_cond))
 
 
+@MODELS.register("biggan")
+def biggan(data_shape: Sequence[int], axis_name: Optional[str] = None, width: int = 64,
+           num_classes: int = 0, conditioning: str = "projection", shared_dim: int = 128,
+           attention: int = 0, dtype: str = "float32",
+           conv_impl: str = "auto") -> Tuple[nn.Module, nn.Module]:
+  """The BigGAN-style class-conditional ResNet pair (`gax.models.biggan`) for square images
+  `(R, R, C)`, R = 4 * 2^k: shared class embedding and hierarchical latent (config
+  `latent.dim` a multiple of k + 1), conditional batch norm in G, the projection D.
+
+  Args:
+    data_shape: `(R, R, C)`.
+    axis_name: the mapped axis for G's synchronised batch norm, `None` outside `pmap`.
+    width: the channel multiplier ch; both networks have 4 * ch channels throughout.
+    num_classes: the data's classes (>= 1; the pair is conditional).
+    conditioning: must be "projection" (what the pair is).
+    shared_dim: width of G's shared class embedding.
+    attention: the feature-map side with SAGAN's self-attention, 8 ... R/2; 0: none.
+    dtype, conv_impl: as for `dcgan`.
+  """
+  if conditioning != "projection" or num_classes < 1:
+    raise ValueError(f"model 'biggan' is class-conditional with a projection D: set "
+                     f"model.conditioning='projection' and model.num_classes (the data's "
+                     f"classes, with data.labels=True); got conditioning={conditioning!r}, "
+                     f"num_classes={num_classes}.")
+  check_impl(conv_impl)
+  if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
+    raise ValueError(f"The BigGAN pair needs square images (H, W, C) with H == W; data has "
+                     f"{tuple(data_shape)}.")
+  r, _, c = data_shape
+  checks.integer(width, "model.width")
+  checks.integer(shared_dim, "model.shared_dim")
+  biggan_lib.check_attention(attention, r)
+  dt = _dtype(dtype)
+  return (biggan_lib.BigGANGenerator(resolution=r, width=width, channels=c,
+                                     num_classes=num_classes, shared_dim=shared_dim,
+                                     attention=attention, axis_name=axis_name, dtype=dt,
+                                     conv_impl=conv_impl),
+          biggan_lib.BigGANDiscriminator(resolution=r, width=width, num_classes=num_classes,
+                                         attention=attention, axis_name=axis_name, dtype=dt,
+                                         conv_impl=conv_impl))
+
+
 @MODELS.register("resnet")
 def resnet(data_shape: Sequence[int], axis_name: Optional[str] = None, g_width: int = 256,
            d_width: int = 128, dtype: str = "float32",
@@ -215,4 +260,8 @@ def resnet(data_shape: Sequence[int], axis_name: Optional[str] = None, g_width: 
 
 
 __all__ = ["MODELS", "CONDITIONING", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",
-           "MLPDiscriminator", "ResNetGenerator", "ResNetDiscriminator"]
+           "MLPDiscriminator", "ResNetGenerator", "ResNetDiscriminator", "BigGANGenerator",
+           "BigGANDiscriminator"]
+
+BigGANGenerator = biggan_lib.BigGANGenerator
+BigGANDiscriminator = biggan_lib.BigGANDiscriminator
