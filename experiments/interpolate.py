@@ -105,7 +105,8 @@ def save_paths(path: str, points: np.ndarray, centers: Optional[np.ndarray] = No
 
 
 def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, seed: int = 0,
-                step: Optional[int] = None, method: str = "slerp") -> np.ndarray:
+                step: Optional[int] = None, method: str = "slerp",
+                truncation: Optional[float] = None) -> np.ndarray:
   """Writes the interpolation PNG of the run in `workdir` to `out`.
 
   Args:
@@ -116,6 +117,9 @@ def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, 
     seed: seed of the latent draws.
     step: checkpoint step; None for the newest.
     method: 'slerp' or 'linear'.
+    truncation: the truncation trick's threshold for the endpoints (`gax.trainer.truncated`:
+      each value from N(0, 1) truncated to [-t, t]); None: the run's own latents. A linear
+      path stays inside the box [-t, t]^D; a slerp path can leave it between the endpoints.
 
   Returns:
     The generated samples, `[num_rows, num_steps, *data_shape]` float32.
@@ -126,6 +130,7 @@ def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, 
     raise ValueError(f"The output must be a .png path, got {out!r}.")
   _check_step(workdir, step)
   config, gan, state = trainer.restore_run(workdir, step)
+  gan = trainer.truncated(gan, truncation)
   k0, k1, g_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   z0 = gan.latent(k0, (num_rows, gan.latent_dim))
   z1 = gan.latent(k1, (num_rows, gan.latent_dim))
@@ -162,6 +167,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Seed of the latent draws.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
   flags.DEFINE_enum("method", "slerp", METHODS, "Interpolation path between the latents.")
+  flags.DEFINE_float("truncation", None, "The truncation trick (BigGAN) for the endpoints: "
+                     "each latent value from N(0, 1) truncated to [-t, t] (runs with Gaussian "
+                     "latents).", lower_bound=1e-3)
   flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -171,8 +179,13 @@ def main(argv):
   if not FLAGS.out.lower().endswith(".png"):
     raise app.UsageError(f"--out must be a .png path, got {FLAGS.out!r}")
   trainer.quiet_library_logs()
-  interpolate(FLAGS.workdir, FLAGS.out, FLAGS.num_rows, FLAGS.num_steps, FLAGS.seed,
-              FLAGS.step, FLAGS.method)
+  try:
+    interpolate(FLAGS.workdir, FLAGS.out, FLAGS.num_rows, FLAGS.num_steps, FLAGS.seed,
+                FLAGS.step, FLAGS.method, FLAGS.truncation)
+  except ValueError as e:
+    if "truncat" in str(e).lower():
+      raise app.UsageError(f"--truncation: {e}") from e
+    raise
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from PIL import Image
 
 from experiments import interpolate as interp
 from experiments.configs import dcgan_digits
-from gax import builders, trainer
+from gax import builders, noise, trainer
+from gax.steps import generate, sampling_player
 from gax.builders import base_config
 from gax.noise import slerp
 
@@ -130,6 +131,22 @@ def test_interpolate_writes_an_image_strip_grid(digits_run, tmp_path):
     assert im.size == ((4 * 9 + 1) * 16, (3 * 9 + 1) * 16)
   # Rows differ (different latent pairs), and so do the steps along a row.
   assert not np.allclose(x[0], x[1]) and not np.allclose(x[:, 0], x[:, -1])
+
+
+def test_interpolate_with_truncation_starts_and_ends_at_truncated_latents(digits_run, tmp_path):
+  x = interp.interpolate(digits_run, str(tmp_path / "t.png"), num_rows=3, num_steps=4, seed=1,
+                         method="linear", truncation=0.5)
+  _, gan, state = trainer.restore_run(digits_run)
+  k0, k1, g_key = jax.random.split(jax.random.PRNGKey(1), 3)
+  draw = noise.truncated_gaussian(0.5)
+  for col, k in ((0, k0), (-1, k1)):
+    z = draw(k, (3, gan.latent_dim))
+    assert float(jnp.max(jnp.abs(z))) <= 0.5
+    want = generate(gan, sampling_player(state.g), z, key=g_key)
+    np.testing.assert_allclose(x[:, col], want, rtol=1e-5, atol=1e-5)
+  plain = interp.interpolate(digits_run, str(tmp_path / "p.png"), num_rows=3, num_steps=4,
+                             seed=1, method="linear")
+  assert not np.allclose(plain[:, 0], x[:, 0])
 
 
 def test_interpolate_clear_errors(digits_run, tmp_path):
