@@ -39,7 +39,7 @@ from gax.conv import Conv, check_impl
 from gax.layers import SelfAttention
 from gax.models import conditioning as cond
 from gax.models.dcgan import num_stages
-from gax.models.resnet import _DBlock, _upsample
+from gax.models.resnet import _upsample, d_features, g_output
 
 _init = nn.initializers.xavier_uniform()
 
@@ -98,9 +98,13 @@ def check_attention(attention: int, resolution: int) -> None:
                      f"one of {allowed} (0: none).")
 
 
-def _check_classes(module: nn.Module, labels: Optional[jax.Array], batch: int) -> None:
+def _check_call(module: nn.Module, inputs: jax.Array, labels: Optional[jax.Array]) -> None:
+  """The checks both networks make of their options and of a call's inputs and labels."""
+  chex.assert_rank(inputs, 2 if isinstance(module, BigGANGenerator) else 4)
+  check_impl(module.conv_impl)
+  check_attention(module.attention, module.resolution)
   cond.check_conditioning(module.num_classes, "projection")
-  cond.check_labels(module, labels, batch, True, "projection")
+  cond.check_labels(module, labels, inputs.shape[0], True, "projection")
 
 
 class BigGANGenerator(nn.Module):
@@ -121,10 +125,7 @@ class BigGANGenerator(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True,
                labels: Optional[jax.Array] = None) -> jax.Array:
-    chex.assert_rank(z, 2)
-    check_impl(self.conv_impl)
-    check_attention(self.attention, self.resolution)
-    _check_classes(self, labels, z.shape[0])
+    _check_call(self, z, labels)
     k = num_stages(self.resolution)
     if z.shape[1] % (k + 1):
       raise ValueError(f"BigGANGenerator at {self.resolution}x{self.resolution} splits z into "
@@ -140,11 +141,7 @@ class BigGANGenerator(nn.Module):
       x = _GBlock(ch, self.axis_name, self.dtype, self.conv_impl)(x, c, train)
       if x.shape[1] == self.attention:
         x = SelfAttention(dtype=self.dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     axis_name=self.axis_name, dtype=self.dtype)(x)
-    x = Conv(self.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=self.dtype,
-             impl=self.conv_impl)(nn.relu(x))
-    return jnp.tanh(x.astype(jnp.float32))
+    return g_output(self, x, train)
 
 
 class BigGANDiscriminator(nn.Module):
@@ -164,26 +161,11 @@ class BigGANDiscriminator(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True,
                labels: Optional[jax.Array] = None) -> jax.Array:
     del train
-    chex.assert_rank(x, 4)
-    check_impl(self.conv_impl)
-    check_attention(self.attention, self.resolution)
-    _check_classes(self, labels, x.shape[0])
+    _check_call(self, x, labels)
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(f"BigGANDiscriminator built for {self.resolution}x{self.resolution} "
                        f"inputs got {x.shape}.")
-    k = num_stages(self.resolution)
-    ch = 4 * self.width
-    x = x.astype(self.dtype)
-    for i in range(max(k - 1, 1)):  # down to 8x8 (to 4x4 for R = 8)
-      x = _DBlock(ch, downsample=True, first=i == 0, dtype=self.dtype,
-                  conv_impl=self.conv_impl)(x)
-      if x.shape[1] == self.attention:
-        x = SelfAttention(dtype=self.dtype)(x)
-    for _ in range(2):
-      x = _DBlock(ch, downsample=False, first=False, dtype=self.dtype,
-                  conv_impl=self.conv_impl)(x)
-    features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
-    self.sow("intermediates", "features", features)
+    features = d_features(self, x, 4 * self.width, self.attention)
     logits = nn.Dense(1, kernel_init=_init)(features).reshape(x.shape[0])
     return logits + cond.ClassProjection(self.num_classes, kernel_init=_init,
                                          name="class_projection")(features, labels)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from gax.conv import Conv, check_impl
+from gax.layers import SelfAttention
 from gax.models.dcgan import num_stages
 
 _init = nn.initializers.xavier_uniform()
@@ -85,6 +86,37 @@ class _DBlock(nn.Module):
     return h + s
 
 
+def g_output(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+  """G's head in `module`'s compact scope (its `axis_name`, `dtype`, `channels`,
+  `conv_impl`): BN, ReLU, 3x3 conv to the image channels, tanh (float32)."""
+  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   axis_name=module.axis_name, dtype=module.dtype)(x)
+  x = Conv(module.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=module.dtype,
+           impl=module.conv_impl)(nn.relu(x))
+  return jnp.tanh(x.astype(jnp.float32))
+
+
+def d_features(module: nn.Module, x: jax.Array, width: int, attention: int = 0) -> jax.Array:
+  """SNGAN's ResNet D body in `module`'s compact scope (its `resolution`, `dtype`,
+  `conv_impl`): an optimised first down-block and down-blocks to 8x8 (4x4 for R = 8), SAGAN's
+  self-attention after the one whose output side is `attention` (0: none), two plain
+  blocks, ReLU and global sum pooling to phi(x) `[B, width]` (float32), which is sown as
+  `intermediates/features`."""
+  k = num_stages(module.resolution)
+  x = x.astype(module.dtype)
+  for i in range(max(k - 1, 1)):
+    x = _DBlock(width, downsample=True, first=i == 0, dtype=module.dtype,
+                conv_impl=module.conv_impl)(x)
+    if x.shape[1] == attention:
+      x = SelfAttention(dtype=module.dtype)(x)
+  for _ in range(2):
+    x = _DBlock(width, downsample=False, first=False, dtype=module.dtype,
+                conv_impl=module.conv_impl)(x)
+  features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
+  module.sow("intermediates", "features", features)
+  return features
+
+
 class ResNetGenerator(nn.Module):
   """z `[B, latent_dim]` -> images `[B, resolution, resolution, channels]` in [-1, 1]."""
 
@@ -104,11 +136,7 @@ class ResNetGenerator(nn.Module):
     x = x.reshape(z.shape[0], 4, 4, self.width)
     for _ in range(k):
       x = _GBlock(self.width, self.axis_name, self.dtype, self.conv_impl)(x, train)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     axis_name=self.axis_name, dtype=self.dtype)(x)
-    x = Conv(self.channels, (3, 3), padding="SAME", kernel_init=_init, dtype=self.dtype,
-             impl=self.conv_impl)(nn.relu(x))
-    return jnp.tanh(x.astype(jnp.float32))
+    return g_output(self, x, train)
 
 
 class ResNetDiscriminator(nn.Module):
@@ -128,17 +156,8 @@ class ResNetDiscriminator(nn.Module):
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
       raise ValueError(f"ResNetDiscriminator built for {self.resolution}x{self.resolution} "
                        f"inputs got {x.shape}.")
-    k = num_stages(self.resolution)
-    x = x.astype(self.dtype)
-    for i in range(max(k - 1, 1)):  # down to 8x8 (to 4x4 for R = 8)
-      x = _DBlock(self.width, downsample=True, first=i == 0, dtype=self.dtype,
-                  conv_impl=self.conv_impl)(x)
-    for _ in range(2):
-      x = _DBlock(self.width, downsample=False, first=False, dtype=self.dtype,
-                  conv_impl=self.conv_impl)(x)
-    features = jnp.sum(nn.relu(x), axis=(1, 2)).astype(jnp.float32)  # global sum pooling
-    self.sow("intermediates", "features", features)
+    features = d_features(self, x, self.width)
     return nn.Dense(1, kernel_init=_init)(features).reshape(x.shape[0])
 
 
-__all__ = ["ResNetGenerator", "ResNetDiscriminator"]
+__all__ = ["ResNetGenerator", "ResNetDiscriminator", "g_output", "d_features"]
