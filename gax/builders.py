@@ -7,8 +7,9 @@ The config layout (see `experiments/configs/`):
                 (`labels=True`: batches carry class labels, see `gax.data`)
   model         name (a `gax.models.MODELS` entry) and that model's options, among them
                 the class conditioning `num_classes` and `conditioning` ("none" | "concat"
-                | "auxiliary" | "projection"; see `gax.models.conditioning`) and `aux_weight`, AC-GAN's
-                class-loss weight (read here for `GAN.aux_weight`, not by the networks)
+                | "auxiliary" | "projection"; see `gax.models.conditioning`) and
+                `aux_weight`, AC-GAN's class-loss weight (read here for `GAN.aux_weight`,
+                not by the networks)
   latent        dim, distribution (a `gax.noise.LATENTS` entry)
   loss          a `gax.losses.LOSSES` name
   d_penalty     weight of each `gax.penalties.PENALTIES` entry in D's loss (0 = off)

@@ -9,9 +9,10 @@ modules take `(inputs, train: bool, labels=None)`; D returns logits of shape `[B
 Class conditioning (`gax.models.conditioning`) is the options `num_classes` (0 =
 unconditional, the default) and `conditioning` ("none" | "concat" for the cGAN of Mirza &
 Osindero 2014 | "auxiliary" for AC-GAN, Odena et al. 2017 | "projection" for the projection
-discriminator of Miyato & Koyama 2018 with conditional batch norm in G), with `g_class_dim` (G's class
-embedding, appended to z), `d_class_dim` (D's label channels for "concat") and, for the DCGAN,
-`class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the input size).
+discriminator of Miyato & Koyama 2018 with conditional batch norm in G), with `g_class_dim`
+(G's class embedding, appended to z), `d_class_dim` (D's label channels for "concat") and,
+for the DCGAN, `class_map_resize` ("nearest" | "bilinear", how D's 4x4 class maps reach the
+input size).
 
 `resnet` is the SNGAN-style ResNet pair (`gax.models.resnet`), unconditional; `biggan` the
 BigGAN-style class-conditional ResNet pair (`gax.models.biggan`: shared embedding,

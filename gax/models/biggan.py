@@ -6,12 +6,12 @@ resolution R = 4 * 2^k, built from gax's pieces:
   hierarchical latent: z is split into k + 1 equal chunks; the first goes through a dense
   layer to 4x4 x `4 * width` channels (4 * ch at every resolution, as in the BigGAN
   authors' 32x32 architecture), and chunk i + 1 is concatenated with the shared embedding to
-  condition up-block i. Each up-block is BN -> ReLU -> 2x nearest
-  upsample -> 3x3 conv -> BN -> ReLU -> 3x3 conv, with an upsample + 1x1 conv shortcut (as
-  SNGAN's, `gax.models.resnet`), where every BN is conditional on that vector
-  (`VectorConditionalBatchNorm`: gain `1 + W_g c`, bias `W_b c`, the paper's "class-
-  conditional BatchNorm ... linear projections of the shared embedding"). Then BN, ReLU, a
-  3x3 conv to the image channels and tanh.
+  condition up-block i. Each up-block is BN -> ReLU -> 2x nearest upsample -> 3x3 conv ->
+  BN -> ReLU -> 3x3 conv, with an upsample + 1x1 conv shortcut (SNGAN's, from
+  `gax.models.resnet`), where every BN is conditional on that vector
+  (`gax.models.conditioning.VectorConditionalBatchNorm`: gain `1 + W_g c`, bias `W_b c`, the
+  paper's "class-conditional BatchNorm ... linear projections of the shared embedding").
+  Then BN, ReLU, a 3x3 conv to the image channels and tanh.
 * D: SNGAN's ResNet D (an optimised first down-block, down-blocks to 8x8, two plain blocks),
   ReLU, global sum pooling to phi(x) `[B, 4 * width]` (sown as `intermediates/features`),
   and the projection discriminator's output `psi(phi) + <v_y, phi>` (Miyato & Koyama 2018;
@@ -35,58 +35,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gax.conv import Conv, check_impl
+from gax.conv import check_impl
 from gax.layers import SelfAttention
 from gax.models import conditioning as cond
+from gax.models.conditioning import VectorConditionalBatchNorm
 from gax.models.dcgan import num_stages
-from gax.models.resnet import _upsample, d_features, g_output
+from gax.models.resnet import _GBlock, d_features, g_output
 
 _init = nn.initializers.xavier_uniform()
-
-
-class VectorConditionalBatchNorm(nn.Module):
-  """Batch norm whose affine map comes from a conditioning vector `c` `[B, D]` (BigGAN,
-  sec. 3): `x_hat * (1 + c W_gain) + c W_bias`, with `x_hat` normalised by the whole batch's
-  statistics (running averages in eval mode). `gain` and `bias` are `nn.Dense` without bias
-  (their `kernel` initialised to 0, so the layer starts as plain batch norm)."""
-
-  use_running_average: bool = False
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: Optional[str] = None
-  dtype: Any = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-    chex.assert_rank(c, 2)
-    x_hat = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
-                         epsilon=self.epsilon, axis_name=self.axis_name, use_scale=False,
-                         use_bias=False, dtype=self.dtype, name="norm")(x)
-    ch = x.shape[-1]
-    zeros = nn.initializers.zeros_init()
-    gain = nn.Dense(ch, use_bias=False, kernel_init=zeros, name="gain")(c)
-    bias = nn.Dense(ch, use_bias=False, kernel_init=zeros, name="bias")(c)
-    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (ch,)
-    return (x_hat * (1.0 + gain.reshape(shape)).astype(x_hat.dtype)
-            + bias.reshape(shape).astype(x_hat.dtype))
-
-
-class _GBlock(nn.Module):
-  channels: int
-  axis_name: Optional[str]
-  dtype: Any
-  conv_impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x, c, train):
-    bn = lambda: VectorConditionalBatchNorm(use_running_average=not train,
-                                            axis_name=self.axis_name, dtype=self.dtype)
-    conv = lambda k: Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
-                          dtype=self.dtype, impl=self.conv_impl)
-    h = _upsample(nn.relu(bn()(x, c)))
-    h = conv(3)(h)
-    h = conv(3)(nn.relu(bn()(h, c)))
-    return h + conv(1)(_upsample(x))
 
 
 def check_attention(attention: int, resolution: int) -> None:
@@ -138,7 +94,7 @@ class BigGANGenerator(nn.Module):
     x = x.reshape(z.shape[0], 4, 4, ch)
     for i in range(k):
       c = jnp.concatenate([chunks[i + 1], shared.astype(z.dtype)], axis=-1)
-      x = _GBlock(ch, self.axis_name, self.dtype, self.conv_impl)(x, c, train)
+      x = _GBlock(ch, self.axis_name, self.dtype, self.conv_impl)(x, train, c)
       if x.shape[1] == self.attention:
         x = SelfAttention(dtype=self.dtype)(x)
     return g_output(self, x, train)
@@ -171,5 +127,5 @@ class BigGANDiscriminator(nn.Module):
                                          name="class_projection")(features, labels)
 
 
-__all__ = ["VectorConditionalBatchNorm", "BigGANGenerator", "BigGANDiscriminator",
-           "check_attention"]
+__all__ = ["BigGANGenerator", "BigGANDiscriminator", "check_attention",
+           "VectorConditionalBatchNorm"]

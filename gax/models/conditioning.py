@@ -175,6 +175,33 @@ class ConditionalBatchNorm(nn.Module):
     return (x_hat * g.astype(x_hat.dtype) + b.astype(x_hat.dtype)).astype(x_hat.dtype)
 
 
+class VectorConditionalBatchNorm(nn.Module):
+  """Batch norm whose affine map comes from a conditioning vector `c` `[B, D]` (BigGAN,
+  sec. 3): `x_hat * (1 + c W_gain) + c W_bias`, with `x_hat` normalised by the whole batch's
+  statistics (running averages in eval mode). `gain` and `bias` are `nn.Dense` without bias
+  (their `kernel` initialised to 0, so the layer starts as plain batch norm)."""
+
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: Optional[str] = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+    chex.assert_rank(c, 2)
+    x_hat = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
+                         epsilon=self.epsilon, axis_name=self.axis_name, use_scale=False,
+                         use_bias=False, dtype=self.dtype, name="norm")(x)
+    ch = x.shape[-1]
+    zeros = nn.initializers.zeros_init()
+    gain = nn.Dense(ch, use_bias=False, kernel_init=zeros, name="gain")(c)
+    bias = nn.Dense(ch, use_bias=False, kernel_init=zeros, name="bias")(c)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (ch,)
+    return (x_hat * (1.0 + gain.reshape(shape)).astype(x_hat.dtype)
+            + bias.reshape(shape).astype(x_hat.dtype))
+
+
 def class_head(features: jax.Array, num_classes: int, **dense_kwargs) -> jax.Array:
   """AC-GAN's auxiliary classifier: class logits `[B, K]` (float32) from D's features."""
   return nn.Dense(num_classes, name="class_head", **dense_kwargs)(features).astype(jnp.float32)
@@ -183,4 +210,5 @@ def class_head(features: jax.Array, num_classes: int, **dense_kwargs) -> jax.Arr
 __all__ = ["CONDITIONING", "D_TAKES_LABELS", "CLASS_MAP_RESIZE", "CLASS_MAP_SIZE",
            "check_conditioning", "check_sizes", "check_labels", "condition_latent",
            "class_channels", "class_vector",
-           "class_head", "check_g_norm", "ClassProjection", "ConditionalBatchNorm"]
+           "class_head", "check_g_norm", "ClassProjection", "ConditionalBatchNorm",
+           "VectorConditionalBatchNorm"]

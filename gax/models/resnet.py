@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from gax.conv import Conv, check_impl
 from gax.layers import SelfAttention
+from gax.models.conditioning import VectorConditionalBatchNorm
 from gax.models.dcgan import num_stages
 
 _init = nn.initializers.xavier_uniform()
@@ -48,14 +49,20 @@ class _GBlock(nn.Module):
   conv_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x, train):
-    bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                              axis_name=self.axis_name, dtype=self.dtype)
+  def __call__(self, x, train, c=None):
+    """With a conditioning vector `c` `[B, D]` its batch norms are conditional on it
+    (`VectorConditionalBatchNorm`, the BigGAN-style G)."""
+    if c is None:
+      bn = lambda h: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                  axis_name=self.axis_name, dtype=self.dtype)(h)
+    else:
+      bn = lambda h: VectorConditionalBatchNorm(use_running_average=not train,
+                                                axis_name=self.axis_name, dtype=self.dtype)(h, c)
     conv = lambda k: Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
                           dtype=self.dtype, impl=self.conv_impl)
-    h = _upsample(nn.relu(bn()(x)))
+    h = _upsample(nn.relu(bn(x)))
     h = conv(3)(h)
-    h = conv(3)(nn.relu(bn()(h)))
+    h = conv(3)(nn.relu(bn(h)))
     return h + conv(1)(_upsample(x))
 
 
