@@ -30,8 +30,10 @@ _ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoi
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best checkpoint (<workdir>/best/).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Generated images per evaluation "
                                     "(default: the run's eval.num_samples).", lower_bound=10)
-_METRICS = flags.DEFINE_list("metrics", None, "Image metrics among fid,kid,is,pr,dc (fid always; "
-                             "pr = precision and recall, dc = density and coverage). Default: "
+_METRICS = flags.DEFINE_list("metrics", None, "Image metrics among "
+                             f"{','.join(evaluation.IMAGE_METRICS)} (fid always; pr = "
+                             "precision and recall, dc = density and coverage; conditional "
+                             "runs: intra_fid, and accuracy of the samples' classes). Default: "
                              "the run's eval.metrics.")
 _FEATURES = flags.DEFINE_enum("features", None, list(evaluation.FEATURES),
                               "Feature network (default: the run's eval.features).")
