@@ -74,7 +74,8 @@ evaluate_run = trainer.evaluate_run
 def format_table(records) -> str:
   """The records as a plain-text table: one row per checkpoint, one column per metric."""
   keys = [k for k in ("truncation", "fid", "kid", "kid_std", "is", "is_std", "precision",
-                      "recall", "density", "coverage", "modes_covered", "modes", "hq_fraction", "reverse_kl",
+                      "recall", "density", "coverage", "intra_fid", "class_accuracy",
+                      "modes_covered", "modes", "hq_fraction", "reverse_kl",
                       "drs_modes_covered", "drs_hq_fraction", "drs_reverse_kl",
                       "drs_acceptance")
           if any(k in r for r in records)]

@@ -118,3 +118,11 @@ def test_class_metrics_need_labels_and_a_conditional_gan(evaluator_and_table, tm
   c.eval.update(classifier_steps=20, metrics=("fid", "intra_fid"))
   with pytest.raises(ValueError, match="labels"):
     evaluation.Evaluator.from_config(c, builders.build_data(c), str(tmp_path))
+
+
+def test_evaluate_script_prints_the_class_metrics():
+  from experiments import evaluate as evaluate_script
+  header = evaluate_script.format_table([{
+      "step": 1, "checkpoint": "checkpoints", "fid": 1.0, "intra_fid": 2.0,
+      "class_accuracy": 0.5, "num_samples": 10}]).splitlines()[0].split()
+  assert header == ["step", "checkpoint", "fid", "intra_fid", "class_accuracy", "num_samples"]
