@@ -97,8 +97,11 @@ def test_conv_transpose_matches_lax_values_and_gradients(case):
       _close(a, b)
 
 
-def test_conv_transpose_every_plan_on_the_dcgan_geometry(monkeypatch):
-  # Force each plan through `resolve` so a ConvTranspose runs every formulation as b and a.
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_conv_transpose_every_plan_on_the_dcgan_geometry(isa, monkeypatch):
+  # Force each plan through `resolve` so a ConvTranspose runs every formulation as a, b and c
+  # (on "avx512" a native c is the native kernel gradient of A, `_native_kernel_adjoint`).
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: isa)
   x, k = _arrays((2, 8, 8, 16), (4, 4, 16, 8))
   ref = lambda x, k: lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=DN)
   g = jax.random.normal(jax.random.PRNGKey(1), ref(x, k).shape)
@@ -109,6 +112,39 @@ def test_conv_transpose_every_plan_on_the_dcgan_geometry(monkeypatch):
         x, k, (2, 2), "SAME", "auto")))(x, k, g)
     for a, b in zip(got, want):
       _close(a, b)
+
+
+def _convolutions(jaxpr):
+  """Every conv_general_dilated equation of a jaxpr, nested jaxprs included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      yield from _convolutions(sub)
+
+
+def test_native_conv_transpose_kernel_gradient_is_a_kernel_gradient_of_a(monkeypatch):
+  # A ConvTranspose's native kernel gradient is XLA's kernel gradient of the strided
+  # convolution A (a dilated *kernel*), never the transpose of B's dilated-input convolution
+  # in its kernel (a convolution whose input is dilated by the stride and whose output is the
+  # kernel: the 5 GFLOP/s case). The ConvTranspose's own kernel is only flipped, not
+  # transposed (A reads it as "HWOI").
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: "avx512")
+  monkeypatch.setattr(conv_lib, "resolve",
+                      lambda *a: conv_lib.Plan("native", "native", "native"))
+  x, k = _arrays((2, 8, 8, 16), (4, 4, 16, 8))
+  g = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 8))
+  grad_k = lambda k: jax.grad(lambda k: jnp.vdot(
+      conv_lib.conv_transpose(x, k, (2, 2), "SAME", "auto"), g))(k)
+  convs = list(_convolutions(jax.make_jaxpr(grad_k)(k).jaxpr))
+  assert convs
+  for eqn in convs:
+    dilated_input = any(d > 1 for d in eqn.params["lhs_dilation"])
+    assert not (dilated_input and eqn.outvars[0].aval.size == k.size), eqn
+  assert any(any(d > 1 for d in eqn.params["rhs_dilation"]) for eqn in convs)
+  ref = jax.grad(lambda k: jnp.vdot(
+      lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=DN), g))(k)
+  _close(grad_k(k), ref)
 
 
 def test_forward_mode_matches_lax():
@@ -124,9 +160,17 @@ def test_forward_mode_matches_lax():
   y, kt = _arrays((2, 4, 4, 16), (4, 4, 16, 8))
   dy, dkt = _arrays((2, 4, 4, 16), (4, 4, 16, 8), seed=4)
   ref_t = lambda y, k: lax.conv_transpose(y, k, (2, 2), "SAME", dimension_numbers=DN)
+  want_t = jax.jvp(ref_t, (y, kt), (dy, dkt))
   got = jax.jvp(lambda y, k: conv_lib.conv_transpose(y, k, (2, 2), "SAME", "matmul"),
                 (y, kt), (dy, dkt))
-  for a, b in zip(got, jax.jvp(ref_t, (y, kt), (dy, dkt))):
+  for a, b in zip(got, want_t):
+    _close(a, b)
+  # The native plan's kernel tangent (`_native_kernel_adjoint`) in forward mode.
+  native = conv_lib.Plan("native", "native", "native")
+  hi_shape, _, tpads_conv, _ = conv_lib.transpose_geometry(y.shape, kt.shape, (2, 2), "SAME")
+  got = jax.jvp(lambda y, k: conv_lib._conv_t(  # pylint: disable=protected-access
+      y, jnp.flip(k, (0, 1)), (2, 2), tpads_conv, hi_shape, native, "HWOI"), (y, kt), (dy, dkt))
+  for a, b in zip(got, want_t):
     _close(a, b)
 
 
@@ -247,14 +291,14 @@ def test_auto_uses_the_plan_on_cpu_and_xla_uses_lax():
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
 def test_cpu_plans_of_both_instruction_sets(isa, monkeypatch):
   # Each table's plans for the DCGAN's geometries give lax's values and gradients (the
-  # machine running the test picks one table; the other is forced here), and a
-  # ConvTranspose never runs the dilated-input kernel gradient (a native C).
+  # machine running the test picks one table; the other is forced here); on AVX2 a
+  # ConvTranspose's kernel gradient is a matrix form, on AVX-512 it may be native.
   monkeypatch.setattr(conv_lib, "cpu_isa", lambda: isa)
   for x_shape, k_shape in [((2, 8, 8, 16), (4, 4, 16, 24)), ((2, 32, 32, 24), (4, 4, 24, 32))]:
     out_hw = (x_shape[1] // 2,) * 2
     plan = conv_lib.cpu_plan(x_shape, k_shape, (2, 2), out_hw)
     assert plan == conv_lib.resolve("auto", x_shape, k_shape, (2, 2), out_hw)
-    assert conv_lib.transpose_plan(plan).c != "native"
+    assert (conv_lib.transpose_plan(plan).c != "native") == (isa == "avx2")
     x, k = _arrays(x_shape, k_shape)
     ref = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
                                                 dimension_numbers=DN)
