@@ -151,14 +151,15 @@ def test_folder_cache_is_reused_until_the_files_change(tmp_path, monkeypatch):
   caches = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz")
   assert caches == ["imgs.gax-orig-c3-labels.npz"]
   real = data.load_folder_images
-  monkeypatch.setattr(data, "load_folder_images", lambda *a, **k: pytest.fail("not cached"))
+  monkeypatch.setattr(data.files, "load_folder_images", lambda *a, **k: pytest.fail("not cached"))
   second = data.DATASETS.build("folder", **kw)
   np.testing.assert_array_equal(second.images, first.images)
   np.testing.assert_array_equal(second.labels, first.labels)
   assert second.class_names == ("x", "y")
   _write_images(tmp_path / "imgs", imgs[:1], ["y/4.png"])  # a new file: decoded again
   calls = []
-  monkeypatch.setattr(data, "load_folder_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+  monkeypatch.setattr(data.files, "load_folder_images",
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
   third = data.DATASETS.build("folder", **kw)
   assert calls and len(third.images) == 5
   own = tmp_path / "elsewhere.npz"

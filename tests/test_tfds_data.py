@@ -128,7 +128,7 @@ def test_catalogue_builder_reads_a_locally_prepared_dataset(tmp_path):
   own MNIST builder class: the path a real `tfds build mnist` output takes."""
   images = np.random.default_rng(2).integers(0, 256, (20, 28, 28, 1), dtype=np.uint8)
   labels = np.arange(20) % 10
-  builder = data._image_builder_class()(  # pylint: disable=protected-access
+  builder = data.tfds._image_builder_class()(  # pylint: disable=protected-access
       name="mnist", version="3.0.1", splits={"train": (images, labels)}, class_names=None,
       num_classes=10, description="stand-in", data_dir=str(tmp_path),
       file_format="array_record")
@@ -152,7 +152,7 @@ def test_feature_keys_are_checked(toy_dir):
 def test_cache_is_reused(toy_dir, monkeypatch):
   first = data.DATASETS.build("tfds", batch_size=4, dataset="toy", data_dir=toy_dir,
                               labels=True, cache=True)
-  monkeypatch.setattr(data, "load_tfds_images", lambda *a, **k: pytest.fail("cache not used"))
+  monkeypatch.setattr(data.tfds, "load_tfds_images", lambda *a, **k: pytest.fail("cache not used"))
   second = data.DATASETS.build("tfds", batch_size=4, dataset="toy", data_dir=toy_dir,
                                labels=True, cache=True)
   np.testing.assert_array_equal(second.images, first.images)
