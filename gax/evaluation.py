@@ -386,7 +386,7 @@ def unlabelled_default(config: Any, source: Any, workdir: str) -> Optional[str]:
   classifier) leave it nothing to train. `gax.trainer` then turns evaluation off with this
   notice when `eval.every` is 0 (evaluate with the samples, the default) and keeps the error
   when `eval.every` asks for evaluations explicitly."""
-  if isinstance(source, MixtureSource) or getattr(source, "labels", None) is not None:
+  if isinstance(source, MixtureSource) or _has_labels(source):
     return None
   section = config.get("eval") if hasattr(config, "get") else None
   settings = EvalSettings.from_config(section)
@@ -527,9 +527,9 @@ class ImageEvaluator(Evaluator):
                digits: str = "", stacked: bool = False, mnist_path: str = ""):
     self.settings = settings
     images = getattr(source, "images", None)
-    if images is None:
+    if images is None and getattr(source, "reference_images", None) is None:
       raise ValueError(f"Image evaluation needs the real images of the data source "
-                       f"({type(source).__name__} has no .images).")
+                       f"({type(source).__name__} has neither .images nor .reference_images).")
     self.metrics = image_results(settings.metrics, stacked)
     self.stacked = stacked
     self.classifier_path: Optional[str] = None
@@ -555,14 +555,14 @@ class ImageEvaluator(Evaluator):
       self._check_conditional_source(source, settings.metrics)
       self.num_classes = int(source.num_classes)
     if "intra_fid" in settings.metrics:
-      feats, _ = features_lib.compute_features(self.extractor, source.images,
-                                               settings.batch_size)
+      real, real_labels = labelled_images(source)
+      feats, _ = features_lib.compute_features(self.extractor, real, settings.batch_size)
       self.class_reference = conditional_lib.class_feature_stats(
-          feats, np.asarray(source.labels), self.num_classes)
+          feats, np.asarray(real_labels), self.num_classes)
 
   def _check_conditional_source(self, source: Any, metrics: Sequence[str]) -> None:
     asked = ", ".join(m for m in ("intra_fid", "accuracy") if m in metrics)
-    if getattr(source, "labels", None) is None or not getattr(source, "num_classes", 0):
+    if not _has_labels(source) or not getattr(source, "num_classes", 0):
       raise ValueError(f"eval.metrics {asked} score a conditional GAN by class and need the "
                        f"real images' labels: train on labelled data (data.labels=True); "
                        f"{type(source).__name__} has none.")
@@ -662,6 +662,22 @@ def _inception(path: str) -> Tuple[features_lib.FeatureExtractor, str]:
   return features_lib.inception_v3_from_variables(variables), _fingerprint(variables)
 
 
+def _has_labels(source: Any) -> bool:
+  return (getattr(source, "labels", None) is not None
+          or getattr(source, "reference_labels", None) is not None)
+
+
+def labelled_images(source: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """The real images a source trains on and their labels (None without): `source.images`
+  and `source.labels` when it holds them in memory; for a streaming source
+  (`gax.data.GrainSource`), its fixed decoded sample `reference_images` and
+  `reference_labels`."""
+  images = getattr(source, "images", None)
+  if images is not None:
+    return images, getattr(source, "labels", None)
+  return source.reference_images, getattr(source, "reference_labels", None)
+
+
 def _classifier(path: str, source: Any, dataset: str, digits: str, steps: int,
                 stacked: bool = False,
                 mnist_path: str = "") -> Tuple[features_lib.FeatureExtractor, str]:
@@ -671,7 +687,8 @@ def _classifier(path: str, source: Any, dataset: str, digits: str, steps: int,
   the 4000 MNIST training digits (`mnist_classifier`; its accuracy on the 1000 held-out
   digits is logged); for stacked data that digit classifier applied to every channel
   (`gax.metrics.stacked.stacked_extractor`)."""
-  shape = tuple(int(d) for d in source.images.shape[1:])
+  real, real_labels = labelled_images(source)
+  shape = tuple(int(d) for d in real.shape[1:])
 
   def digit_classifier():
     t0 = time.time()
@@ -699,7 +716,7 @@ def _classifier(path: str, source: Any, dataset: str, digits: str, steps: int,
     logging.info("Evaluation: classifier %s from %s", clf.name, path)
   else:
     t0 = time.time()
-    labels = getattr(source, "labels", None)
+    labels = real_labels
     if labels is None:
       raise ValueError(
           f"eval.features='classifier' trains its feature network on the run's labelled real "
@@ -709,7 +726,7 @@ def _classifier(path: str, source: Any, dataset: str, digits: str, steps: int,
           f"unconditional model ignores them); or point eval.classifier_path at a classifier "
           f"file trained elsewhere (gax.metrics.classifier.save_classifier); or train without "
           f"evaluation, eval.every=-1.")
-    clf = classifier_lib.train_classifier(source.images, labels, source.num_classes or None,
+    clf = classifier_lib.train_classifier(real, labels, source.num_classes or None,
                                           steps=steps, name=f"{dataset}{shape[0]}")
     classifier_lib.save_classifier(path, clf)
     logging.info("Evaluation: trained classifier %s (%d steps, %.1fs), saved to %s", clf.name,
@@ -872,6 +889,7 @@ __all__ = ["EVAL_FILE", "OFFLINE_EVAL_FILE", "BEST_DIR", "BEST_FILE", "CLASSIFIE
            "MAX_REFERENCE_FEATURES", "KID_SUBSET_SIZE", "KID_SUBSETS", "IS_SPLITS", "FEATURES",
            "IMAGE_METRICS", "MIXTURE_RESULTS", "DRS_PREFIX", "DRS_RESULTS", "CALIBRATION_BATCH",
            "STACKED_RESULTS", "STACKED_DATASETS", "METRIC_DIRECTIONS", "INCEPTION_PATH_HELP",
-           "EvalSettings", "eval_config_defaults", "unlabelled_default", "generate_samples",
+           "EvalSettings", "eval_config_defaults", "unlabelled_default", "labelled_images",
+           "generate_samples",
            "Evaluator", "image_results", "resolve_best_metric", "ModeCoverageEvaluator",
            "ImageEvaluator", "is_better", "read_jsonl", "read_best", "BestCheckpoint"]

@@ -551,7 +551,7 @@ def _fit(gan, state, source, total, workdir, log_every, checkpoint_every, keep_c
     step_fn = jit_train_step(gan) if train_step is None else train_step
     put = jax.device_put
     host_state = lambda s: s
-  train_source = source if rows is None else parallel.ProcessRows(source, rows)
+  train_source = source if rows is None else parallel.process_share(source, rows)
   every = lambda n, s: bool(n) and (s % int(n) == 0 or s == total)
 
   # Only process 0 writes records; the others compute the same ones (the metrics are

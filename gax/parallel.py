@@ -276,6 +276,15 @@ def sharding_process_rows(sharding: NamedSharding, batch_size: int,
   return np.array(sorted(rows), np.int64)
 
 
+def process_share(source: Any, rows: Sequence[int]) -> Any:
+  """The source of one process's `rows` of every global batch: `source.with_rows(rows)` for a
+  source that can read just those (`gax.data.GrainSource`, which then decodes only its
+  shard), else `ProcessRows(source, rows)`."""
+  if hasattr(source, "with_rows"):
+    return source.with_rows(rows)
+  return ProcessRows(source, rows)
+
+
 class ProcessRows:
   """One process's share of a data source: `get(step)` is `source.get(step)[:, rows]` (every
   leaf of a labelled batch alike).
@@ -363,5 +372,5 @@ __all__ = ["DEFAULT_AXIS", "device_axis_sharding", "replicate", "unreplicate", "
            "pmap_train_step", "make_mesh", "replicated_sharding", "batch_sharding",
            "sharded_train_step", "DistributedInitError", "distributed_kwargs", "process_info",
            "initialize_distributed", "check_global_batch", "process_rows",
-           "sharding_process_rows", "ProcessRows", "put_global_batch", "put_replicated",
-           "sync_processes", "broadcast_from_process_0", "process_0_first"]
+           "sharding_process_rows", "process_share", "ProcessRows", "put_global_batch",
+           "put_replicated", "sync_processes", "broadcast_from_process_0", "process_0_first"]

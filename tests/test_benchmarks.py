@@ -82,6 +82,21 @@ def test_input_pipeline_reports_rates_and_headroom_over_the_step(tmp_path):
   assert "| digits (dcgan_digits.py) | 32 |" in out.stdout
   out = run("--batch_sizes=128", "--num_images=64", f"--out_dir={tmp_path}")
   assert out.returncode != 0 and "must be at least the batch size" in out.stderr
+  # The two TFDS loaders, each in its own process, on random images written once.
+  pytest.importorskip("grain")
+  tfds_dir = tmp_path / "tfds"
+  out = run("--compare_loaders", f"--tfds_dir={tfds_dir}", "--num_images=64", "--resolution=8",
+            "--batch_sizes=16", "--steps=2", f"--out_dir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert (tfds_dir / "gax_bench_64x8").is_dir()
+  rows = json.loads((tmp_path / "input_pipeline.json").read_text())["results"]
+  assert [r["loader"] for r in rows] == ["memory", "grain"]
+  for r in rows:
+    assert r["batch_size"] == 16 and r["examples_per_s"] > 0 and r["build_s"] > 0
+    assert r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+  assert "| grain | 16 |" in (tmp_path / "input_pipeline.md").read_text()
+  out = run("--compare_loaders", "--batch_sizes=16", f"--out_dir={tmp_path}")
+  assert out.returncode != 0 and "needs --tfds_dir" in out.stderr
 
 
 def test_conv_impl_rows_and_the_per_layer_profile():

@@ -61,8 +61,10 @@ from gax.data.mnist import (
     stacked_mnist_images, stacked_mnist)
 from gax.data.files import IMAGE_EXTENSIONS, list_image_files, load_folder_images, folder
 from gax.data.tfds import (
-    tfds_prepare_instructions, tfds_builder, load_tfds_images, tfds_dataset,
-    prepare_tfds_from_arrays, prepare_tfds_from_folder)
+    LOADERS, REFERENCE_SIZE, tfds_prepare_instructions, tfds_builder, check_tfds_image_feature,
+    tfds_label_classes, load_tfds_images, tfds_dataset, prepare_tfds_from_arrays,
+    prepare_tfds_from_folder)
+from gax.data.stream import GrainSource, tfds_grain
 from gax.data.pipeline import benchmark_source, prefetch
 
 __all__ = [
@@ -76,5 +78,7 @@ __all__ = [
     "stacked_mnist_images", "stacked_mnist", "IMAGE_EXTENSIONS", "list_image_files",
     "load_folder_images", "folder", "tfds_prepare_instructions", "tfds_builder",
     "load_tfds_images", "tfds_dataset", "prepare_tfds_from_arrays", "prepare_tfds_from_folder",
+    "LOADERS", "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE",
+    "GrainSource", "tfds_grain",
     "benchmark_source", "prefetch",
 ]

@@ -13,11 +13,14 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 
 import numpy as np
 
-from gax.data.arrays import (ArraySource, Loaded, _cache_path, _cached, _source, _stack_same_size,
+from gax.data.arrays import (Loaded, _cache_path, _cached, _source, _stack_same_size,
                              fit_array)
 from gax.data.core import DATASETS, _cap, _check_size, _flag, _workers, check_images, check_labels
 from gax.data.files import load_folder_images
 
+
+LOADERS = ("memory", "grain")
+REFERENCE_SIZE = 10000  # examples a streamed split decodes once for the evaluation
 
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:\d+\.\d+\.\d+)?$")
 
@@ -161,6 +164,33 @@ def _tfds_examples(builder: Any, split: str, n: Optional[int], process: Callable
     yield batch
 
 
+def check_tfds_image_feature(features: Any, image_key: str, dataset: str) -> None:
+  """Raises unless the feature `image_key` of `dataset` holds uint8 images `[H, W, C]`, C in
+  (1, 3)."""
+  feat = _feature(features, image_key, "image_key", dataset)
+  if np.dtype(feat.np_dtype) != np.uint8 \
+      or len(getattr(feat, "shape", ())) != 3 or feat.shape[-1] not in (1, 3):
+    raise ValueError(f"TFDS feature {image_key!r} of {dataset!r} is {feat}, not uint8 images "
+                     "[H, W, C] with C in (1, 3); set data.image_key.")
+
+
+def tfds_label_classes(features: Any, label_key: str,
+                       dataset: str) -> Tuple[Optional[int], Tuple[str, ...]]:
+  """`(number of classes, class names)` of the label feature `label_key`: a `ClassLabel`'s,
+  2 for a bool feature, `(None, ())` (infer `max + 1`) for another integer scalar; raises for
+  anything else."""
+  lfeat = _feature(features, label_key, "label_key", dataset)
+  if isinstance(lfeat, _import_tfds().features.ClassLabel):
+    return lfeat.num_classes, tuple(lfeat.names or ())
+  dtype = np.dtype(lfeat.np_dtype)
+  if dtype == np.bool_:
+    return 2, ()
+  if not np.issubdtype(dtype, np.integer) or tuple(getattr(lfeat, "shape", ())) != ():
+    raise ValueError(f"TFDS feature {label_key!r} of {dataset!r} is {lfeat}, not one "
+                     "integer class per example; set data.label_key.")
+  return None, ()
+
+
 def load_tfds_images(dataset: str, data_dir: str, split: str = "train",
                      image_size: Optional[int] = None, crop: bool = False,
                      image_key: str = "image", label_key: str = "label", labels: bool = False,
@@ -186,23 +216,11 @@ def load_tfds_images(dataset: str, data_dir: str, split: str = "train",
   labels = _flag(labels, "data.labels")
   builder = tfds_builder(dataset, data_dir)
   features = builder.info.features
-  feat = _feature(features, image_key, "image_key", dataset)
-  if np.dtype(feat.np_dtype) != np.uint8 \
-      or len(getattr(feat, "shape", ())) != 3 or feat.shape[-1] not in (1, 3):
-    raise ValueError(f"TFDS feature {image_key!r} of {dataset!r} is {feat}, not uint8 images "
-                     "[H, W, C] with C in (1, 3); set data.image_key.")
+  check_tfds_image_feature(features, image_key, dataset)
   num_classes, class_names = None, ()
   if labels:
-    lfeat = _feature(features, label_key, "label_key", dataset)
-    if isinstance(lfeat, _import_tfds().features.ClassLabel):
-      num_classes, class_names = lfeat.num_classes, tuple(lfeat.names or ())
-    else:
-      dtype = np.dtype(lfeat.np_dtype)
-      if dtype == np.bool_:
-        num_classes = 2
-      elif not np.issubdtype(dtype, np.integer) or tuple(getattr(lfeat, "shape", ())) != ():
-        raise ValueError(f"TFDS feature {label_key!r} of {dataset!r} is {lfeat}, not one "
-                         "integer class per example; set data.label_key.")
+    num_classes, class_names = tfds_label_classes(features, label_key, dataset)
+
   def process(example):
     image = fit_array(np.asarray(_lookup(example, image_key)), image_size, bool(crop))
     return image, (_lookup(example, label_key) if labels else 0)
@@ -245,13 +263,39 @@ def tfds_dataset(batch_size: int, n_critic: int = 1, seed: int = 0, dataset: str
                  data_dir: str = "", split: str = "train", image_size: Optional[int] = None,
                  crop: bool = False, image_key: str = "image", label_key: str = "label",
                  labels: bool = False, max_examples: Optional[int] = None,
-                 cache: Union[bool, str] = False) -> ArraySource:
-  """Split `split` of the prepared TFDS dataset `dataset` in the local `data_dir`
-  (`load_tfds_images`), reshuffled every epoch.
+                 cache: Union[bool, str] = False, loader: str = "memory", threads: int = 8,
+                 workers: int = 0, buffer: int = 0, reference_size: int = REFERENCE_SIZE) -> Any:
+  """Split `split` of the prepared TFDS dataset `dataset` in the local `data_dir`.
 
-  `cache=True` keeps the decoded (and resized) array in `<data_dir>/gax_cache/` (a string:
-  that file instead), worth it where decoding is slow (CelebA's 163k JPEGs).
+  `loader="memory"` (default): the split decoded once into host memory (`load_tfds_images`)
+  and served by `ArraySource`, reshuffled every epoch; `cache=True` keeps the decoded (and
+  resized) array in `<data_dir>/gax_cache/` (a string: that file instead), worth it where
+  decoding is slow (CelebA's 163k JPEGs).
+
+  `loader="grain"`: the split streamed from its array_record files through Grain
+  (`gax.data.stream.GrainSource`), for data larger than host memory: `threads` reading and
+  decoding threads, `workers` decoding processes (0: none), `buffer` examples read ahead (0:
+  two steps' worth), `reference_size` examples decoded once for the evaluation. A split
+  slice ("train[:50000]") takes the place of `max_examples` there.
   """
+  if loader not in LOADERS:
+    raise ValueError(f"data.loader must be one of {LOADERS}, got {loader!r}.")
+  streaming = dict(threads=threads, workers=workers, buffer=buffer or None,
+                   reference_size=reference_size)
+  if loader == "grain":
+    from gax.data import stream  # pylint: disable=g-import-not-at-top  # stream imports this
+    if max_examples is not None or cache:
+      raise ValueError("data.max_examples and data.cache belong to data.loader='memory'; with "
+                       "'grain' slice the split instead (data.split='train[:50000]').")
+    return stream.tfds_grain(
+        dataset, data_dir, batch_size, n_critic, seed, split=split, image_size=image_size,
+        crop=crop, image_key=image_key, label_key=label_key, labels=labels,
+        **streaming)
+  defaults = dict(threads=8, workers=0, buffer=None, reference_size=REFERENCE_SIZE)
+  given = [k for k, v in streaming.items() if v != defaults[k]]
+  if given:
+    raise ValueError(f"data.{', data.'.join(given)} belong to data.loader='grain'; the "
+                     "'memory' loader reads the whole split once.")
   options = dict(split=split, image_size=_check_size(image_size), crop=bool(crop),
                  image_key=image_key, label_key=label_key, labels=_flag(labels, "data.labels"),
                  max_examples=_cap(max_examples))
@@ -422,5 +466,6 @@ def prepare_tfds_from_folder(name: str, data_dir: str, path: str,
                                   description=f"Images of {path}.")
 
 
-__all__ = ["tfds_prepare_instructions", "tfds_builder", "load_tfds_images", "tfds_dataset",
+__all__ = ["LOADERS", "REFERENCE_SIZE", "tfds_prepare_instructions", "tfds_builder",
+           "check_tfds_image_feature", "tfds_label_classes", "load_tfds_images", "tfds_dataset",
            "prepare_tfds_from_arrays", "prepare_tfds_from_folder"]
