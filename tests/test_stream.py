@@ -143,6 +143,57 @@ def test_bad_options_are_clear_errors(toy_dir):
     _source(toy_dir, dataset="absent_dataset")
 
 
+def test_streaming_defaults_are_those_the_memory_loader_checks():
+  import inspect  # pylint: disable=g-import-not-at-top
+  for factory in (data.tfds_dataset, data.folder):
+    params = inspect.signature(factory).parameters
+    assert {k: params[k].default for k in data.STREAM_DEFAULTS} == data.STREAM_DEFAULTS
+
+
+def _write_folder(root, n=24, sizes=((8, 8),)):
+  """`n` grey PNGs in class folders a/ and b/ (id i in pixel (0, 0), class i % 2)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  for i in range(n):
+    h, w = sizes[i % len(sizes)]
+    im = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    im[0, 0] = i
+    path = root / "ab"[i % 2] / f"{i:03d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(im).save(path)
+  return str(root)
+
+
+def test_a_folder_streams_the_files_the_memory_loader_decodes(tmp_path):
+  root = _write_folder(tmp_path / "imgs")
+  kw = dict(batch_size=6, seed=2, path=root, channels=1, labels=True)
+  memory = data.DATASETS.build("folder", **kw)
+  src = data.DATASETS.build("folder", loader="grain", threads=2, **kw)
+  assert isinstance(src, stream.GrainSource)
+  assert (src.element_shape, src.num_classes, src.class_names) == ((8, 8, 1), 2, ("a", "b"))
+  by_id = {int(im[0, 0, 0]): im for im in memory.images}
+  batches = [src.get(s) for s in range(4)]  # one epoch of the 24 files
+  ids = np.concatenate([_ids(b).reshape(-1) for b in batches])
+  assert sorted(ids) == list(range(24))
+  for b in batches:
+    for im, y in zip(b["x"][0], b["y"][0]):
+      np.testing.assert_array_equal(im, by_id[int(im[0, 0, 0])])  # the same decoded pixels
+      assert y == int(im[0, 0, 0]) % 2
+  with pytest.raises(ValueError, match="belong to data.loader='memory'"):
+    data.DATASETS.build("folder", loader="grain", cache=True, **kw)
+
+
+def test_images_of_several_sizes_need_an_image_size(tmp_path):
+  root = _write_folder(tmp_path / "mixed", sizes=((8, 8), (10, 6)))
+  src = data.DATASETS.build("folder", batch_size=6, path=root, channels=1, loader="grain",
+                            threads=2)
+  with pytest.raises(ValueError, match="images have different sizes.*set data.image_size"):
+    src.get(0)
+  fitted = data.DATASETS.build("folder", batch_size=6, path=root, channels=1, loader="grain",
+                               threads=2, image_size=4, crop=True)
+  assert fitted.get(0).shape == (1, 6, 4, 4, 1)
+
+
 # --- Training through the trainer: evaluation on the sample, exact resume ---------------------
 
 def _config(toy_dir, steps):

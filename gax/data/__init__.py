@@ -47,7 +47,8 @@ array_record datasets streamed through Grain, for data larger than host memory) 
 (prefetch, throughput). Every public name is also importable from `gax.data`.
 """
 
-from gax.data.core import DATASETS, Batch, labelled, check_images, check_labels
+from gax.data.core import (LOADERS, REFERENCE_SIZE, STREAM_DEFAULTS, streams, DATASETS, Batch,
+                           labelled, check_images, check_labels)
 from gax.data.mixtures import MixtureSource, ring_centers, grid_centers, ring, grid
 from gax.data.arrays import (
     ArraySource, resize_images, class_fraction, load_array_images, load_array_labels, array,
@@ -61,10 +62,10 @@ from gax.data.mnist import (
     stacked_mnist_images, stacked_mnist)
 from gax.data.files import IMAGE_EXTENSIONS, list_image_files, load_folder_images, folder
 from gax.data.tfds import (
-    LOADERS, REFERENCE_SIZE, tfds_prepare_instructions, tfds_builder, check_tfds_image_feature,
+    tfds_prepare_instructions, tfds_builder, check_tfds_image_feature,
     tfds_label_classes, load_tfds_images, tfds_dataset, prepare_tfds_from_arrays,
     prepare_tfds_from_folder)
-from gax.data.stream import GrainSource, tfds_grain
+from gax.data.stream import GrainSource, tfds_grain, folder_grain
 from gax.data.pipeline import benchmark_source, prefetch
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
     "stacked_mnist_images", "stacked_mnist", "IMAGE_EXTENSIONS", "list_image_files",
     "load_folder_images", "folder", "tfds_prepare_instructions", "tfds_builder",
     "load_tfds_images", "tfds_dataset", "prepare_tfds_from_arrays", "prepare_tfds_from_folder",
-    "LOADERS", "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE",
-    "GrainSource", "tfds_grain",
+    "STREAM_DEFAULTS", "streams", "LOADERS", "check_tfds_image_feature", "tfds_label_classes",
+    "REFERENCE_SIZE", "GrainSource", "tfds_grain", "folder_grain",
     "benchmark_source", "prefetch",
 ]

@@ -69,4 +69,30 @@ def _workers() -> int:
   return max(1, min(8, os.cpu_count() or 1))
 
 
-__all__ = ["DATASETS", "Batch", "labelled", "check_images", "check_labels"]
+LOADERS = ("memory", "grain")
+REFERENCE_SIZE = 10000  # examples a streamed source decodes once for the evaluation
+STREAM_DEFAULTS = dict(threads=8, workers=0, buffer=0, reference_size=REFERENCE_SIZE)
+
+
+def streams(loader: str, streaming: Dict[str, Any], memory_only: Dict[str, Any],
+            slice_hint: str) -> bool:
+  """Whether a source with `data.loader=loader` streams through Grain (`gax.data.stream`),
+  after checking that `streaming` (the Grain options, `STREAM_DEFAULTS` unless set) are only
+  set with 'grain' and `memory_only` (options of the in-memory path, falsy unless set) only
+  with 'memory'. `slice_hint` says what replaces `max_examples` when streaming."""
+  if loader not in LOADERS:
+    raise ValueError(f"data.loader must be one of {LOADERS}, got {loader!r}.")
+  if loader == "grain":
+    given = [k for k, v in memory_only.items() if v]
+    if given:
+      raise ValueError(f"data.{', data.'.join(given)} belong to data.loader='memory'; with "
+                       f"'grain' {slice_hint}.")
+    return True
+  given = [k for k, v in streaming.items() if v != STREAM_DEFAULTS[k]]
+  if given:
+    raise ValueError(f"data.{', data.'.join(given)} belong to data.loader='grain'; the "
+                     "'memory' loader decodes the whole dataset once.")
+  return False
+
+__all__ = ["LOADERS", "REFERENCE_SIZE", "STREAM_DEFAULTS", "streams", "DATASETS", "Batch",
+           "labelled", "check_images", "check_labels"]

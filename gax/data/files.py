@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from gax.data.arrays import ArraySource, _cache_path, _cached, _source, _stack_same_size, fit_image
-from gax.data.core import DATASETS, _cap, _check_size, _flag, _workers
+from gax.data.arrays import _cache_path, _cached, _source, _stack_same_size, fit_image
+from gax.data.core import REFERENCE_SIZE, DATASETS, _cap, _check_size, _flag, _workers, streams
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -111,12 +111,23 @@ def _folder_fingerprint(path: str, options: Dict[str, Any]) -> str:
 def folder(batch_size: int, n_critic: int = 1, seed: int = 0, path: str = "",
            image_size: Optional[int] = None, channels: int = 3, crop: bool = False,
            labels: bool = False, max_examples: Optional[int] = None,
-           cache: Union[bool, str] = False) -> ArraySource:
+           cache: Union[bool, str] = False, loader: str = "memory", threads: int = 8,
+           workers: int = 0, buffer: int = 0, reference_size: int = REFERENCE_SIZE) -> Any:
   """The images under the directory `path` (`load_folder_images`), reshuffled every epoch.
 
   `cache=True` keeps the decoded array in `<path>.gax-<options>.npz` beside the directory (a
   string: that file instead) and reuses it while the files and options are unchanged.
+  `loader="grain"` streams the files instead of decoding them into memory
+  (`gax.data.stream.folder_grain`, options as for the 'tfds' source).
   """
+  streaming = dict(threads=threads, workers=workers, buffer=buffer,
+                   reference_size=reference_size)
+  if streams(loader, streaming, dict(max_examples=max_examples is not None, cache=cache),
+             "keep the files to train on under data.path"):
+    from gax.data import stream  # pylint: disable=g-import-not-at-top  # stream imports this
+    return stream.folder_grain(path, batch_size, n_critic, seed, image_size=image_size,
+                               channels=channels, crop=crop, labels=labels,
+                               **{**streaming, "buffer": buffer or None})
   options = dict(image_size=_check_size(image_size), channels=channels, crop=bool(crop),
                  labels=_flag(labels, "data.labels"), max_examples=_cap(max_examples))
   tag = (f"{options['image_size'] or 'orig'}-c{channels}{'-crop' if crop else ''}"

@@ -27,6 +27,7 @@ each host decodes its shard only and the hosts' shards are disjoint.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -34,9 +35,10 @@ import numpy as np
 
 from gax import checks
 from gax.data.arrays import fit_array
-from gax.data.core import _check_size, _flag, _workers, check_labels, labelled
-from gax.data.tfds import (REFERENCE_SIZE, _import_tfds, _lookup, check_tfds_image_feature,
-                           tfds_builder, tfds_label_classes)
+from gax.data.core import REFERENCE_SIZE, _check_size, _flag, _workers, check_labels, labelled
+from gax.data.files import _read_image_file, list_image_files
+from gax.data.tfds import (_import_tfds, _lookup, check_tfds_image_feature, tfds_builder,
+                           tfds_label_classes)
 
 def _import_grain():
   try:
@@ -77,6 +79,21 @@ class _Decode:
     example = self.features.deserialize_example_np(record)
     image = fit_array(np.asarray(_lookup(example, self.image_key)), self.image_size, self.crop)
     return image, (int(_lookup(example, self.label_key)) if self.labels else 0)
+
+
+class _DecodeFile:
+  """A `(path relative to root, label)` record -> `(uint8 [H, W, C] image, label)`, as the
+  in-memory `folder` loader decodes it (`gax.data.files`)."""
+
+  def __init__(self, root: str, channels: int, labels: bool, image_size: Optional[int],
+               crop: bool):
+    self.root, self.channels, self.labels = root, channels, labels
+    self.image_size, self.crop = image_size, crop
+
+  def __call__(self, record: Tuple[str, int]) -> Tuple[np.ndarray, int]:
+    path, label = record
+    return (_read_image_file(os.path.join(self.root, path), self.channels, self.image_size,
+                             self.crop), int(label))
 
 
 class _Read:
@@ -173,6 +190,11 @@ class GrainSource:
       self._iter = self._iterator(step)
     examples = [next(self._iter) for _ in range(self.per_step)]
     self._next = step + 1
+    for image, _ in examples:
+      if image.shape != self.element_shape:
+        raise ValueError(f"{self.name}: images have different sizes, {self.element_shape} "
+                         f"and {image.shape}; set data.image_size (and data.crop=True to "
+                         "center-crop non-square images) to bring them to one size.")
     x = np.stack([im for im, _ in examples]).reshape(
         self.n_critic, len(self.rows), *self.element_shape)
     if not self.labels_on:
@@ -251,4 +273,23 @@ def tfds_grain(dataset: str, data_dir: str, batch_size: int, n_critic: int = 1, 
                      name=f"TFDS dataset {dataset!r} split {split!r}")
 
 
-__all__ = ["GrainSource", "tfds_grain"]
+def folder_grain(path: str, batch_size: int, n_critic: int = 1, seed: int = 0,
+                 image_size: Optional[int] = None, channels: int = 3, crop: bool = False,
+                 labels: bool = False, threads: int = 8, workers: int = 0,
+                 buffer: Optional[int] = None,
+                 reference_size: int = REFERENCE_SIZE) -> GrainSource:
+  """The `GrainSource` of the image files under `path` (`gax.data.list_image_files`, one
+  subdirectory per class with `labels`), decoded as the in-memory `folder` loader does."""
+  if channels not in (1, 3):
+    raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+  labels = _flag(labels, "data.labels")
+  files, y, class_names = list_image_files(path, labels)
+  records = list(zip(files, [0] * len(files) if y is None else y.tolist()))
+  decode = _DecodeFile(path, channels, labels, _check_size(image_size), bool(crop))
+  return GrainSource(records, decode, batch_size=batch_size, n_critic=n_critic, seed=seed,
+                     num_classes=len(class_names) if labels else 0, class_names=class_names,
+                     threads=threads, workers=workers, buffer=buffer,
+                     reference_size=reference_size, name=f"The images under {path!r}")
+
+
+__all__ = ["GrainSource", "tfds_grain", "folder_grain"]

@@ -15,12 +15,11 @@ import numpy as np
 
 from gax.data.arrays import (Loaded, _cache_path, _cached, _source, _stack_same_size,
                              fit_array)
-from gax.data.core import DATASETS, _cap, _check_size, _flag, _workers, check_images, check_labels
+from gax.data.core import (DATASETS, REFERENCE_SIZE, _cap, _check_size, _flag, _workers,
+                           check_images, check_labels, streams)
 from gax.data.files import load_folder_images
 
 
-LOADERS = ("memory", "grain")
-REFERENCE_SIZE = 10000  # examples a streamed split decodes once for the evaluation
 
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:\d+\.\d+\.\d+)?$")
 
@@ -278,24 +277,15 @@ def tfds_dataset(batch_size: int, n_critic: int = 1, seed: int = 0, dataset: str
   two steps' worth), `reference_size` examples decoded once for the evaluation. A split
   slice ("train[:50000]") takes the place of `max_examples` there.
   """
-  if loader not in LOADERS:
-    raise ValueError(f"data.loader must be one of {LOADERS}, got {loader!r}.")
-  streaming = dict(threads=threads, workers=workers, buffer=buffer or None,
+  streaming = dict(threads=threads, workers=workers, buffer=buffer,
                    reference_size=reference_size)
-  if loader == "grain":
+  if streams(loader, streaming, dict(max_examples=max_examples is not None, cache=cache),
+             "slice the split instead (data.split='train[:50000]')"):
     from gax.data import stream  # pylint: disable=g-import-not-at-top  # stream imports this
-    if max_examples is not None or cache:
-      raise ValueError("data.max_examples and data.cache belong to data.loader='memory'; with "
-                       "'grain' slice the split instead (data.split='train[:50000]').")
     return stream.tfds_grain(
         dataset, data_dir, batch_size, n_critic, seed, split=split, image_size=image_size,
         crop=crop, image_key=image_key, label_key=label_key, labels=labels,
-        **streaming)
-  defaults = dict(threads=8, workers=0, buffer=None, reference_size=REFERENCE_SIZE)
-  given = [k for k, v in streaming.items() if v != defaults[k]]
-  if given:
-    raise ValueError(f"data.{', data.'.join(given)} belong to data.loader='grain'; the "
-                     "'memory' loader reads the whole split once.")
+        **{**streaming, "buffer": buffer or None})
   options = dict(split=split, image_size=_check_size(image_size), crop=bool(crop),
                  image_key=image_key, label_key=label_key, labels=_flag(labels, "data.labels"),
                  max_examples=_cap(max_examples))
@@ -466,6 +456,6 @@ def prepare_tfds_from_folder(name: str, data_dir: str, path: str,
                                   description=f"Images of {path}.")
 
 
-__all__ = ["LOADERS", "REFERENCE_SIZE", "tfds_prepare_instructions", "tfds_builder",
+__all__ = ["tfds_prepare_instructions", "tfds_builder",
            "check_tfds_image_feature", "tfds_label_classes", "load_tfds_images", "tfds_dataset",
            "prepare_tfds_from_arrays", "prepare_tfds_from_folder"]
