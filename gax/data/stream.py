@@ -1,11 +1,12 @@
-"""TFDS array_record datasets streamed through Grain: data larger than host memory.
+"""Datasets streamed through Grain: data larger than host memory.
 
 `GrainSource` keeps the contract of every gax source, `get(step) -> [n_critic, B, ...]`, a
 deterministic function of the step and the seed, but holds no images: each step's examples
-are read from the prepared split's array_record files (`tfds.data_source`, random access
-without TensorFlow), decoded and resized by Grain's reading threads (`threads`) or worker
-processes (`workers`), a bounded number of examples ahead (`buffer`). Host memory is the
-buffers and the decoded evaluation sample, not the dataset.
+are read from a prepared TFDS split's array_record files (`tfds_grain`: `tfds.data_source`,
+random access without TensorFlow) or from image files (`folder_grain`), decoded and resized
+by Grain's reading threads (`threads`) or worker processes (`workers`), a bounded number of
+examples ahead (`buffer`). Host memory is the buffers and the decoded evaluation sample, not
+the dataset.
 
 Order: Grain's global shuffle of the split, a new permutation every epoch
 (`MapDataset.shuffle(seed).repeat()`); the examples of step s are positions
@@ -108,7 +109,8 @@ class _Read:
 
 
 class GrainSource:
-  """A prepared TFDS split (array_record) streamed through Grain; see the module docstring.
+  """Random-access records (a TFDS array_record split, a folder's image files) streamed
+  through Grain and decoded by `decode(record) -> (image, label)`; see the module docstring.
 
   Attributes:
     batch_size, n_critic, seed: as for `ArraySource`; `batch_size` is the global batch.
