@@ -60,9 +60,10 @@ from gax.data.mnist import (
     MNIST_PACKAGE_FILE, MNIST_CLASSES, MNIST_SPLITS, MNIST_TRAIN_PER_CLASS, mnist_file,
     load_mnist_csv, mnist_split, fit_mnist, load_mnist, mnist, STACKED_MNIST_MODES,
     stacked_mnist_images, stacked_mnist)
-from gax.data.files import IMAGE_EXTENSIONS, list_image_files, load_folder_images, folder
+from gax.data.files import (IMAGE_EXTENSIONS, list_image_files, check_channels,
+                            load_folder_images, folder)
 from gax.data.tfds import (
-    tfds_prepare_instructions, tfds_builder, check_tfds_image_feature,
+    tfds_prepare_instructions, tfds_builder, raw_records, check_tfds_image_feature,
     tfds_label_classes, load_tfds_images, tfds_dataset, prepare_tfds_from_arrays,
     prepare_tfds_from_folder)
 from gax.data.stream import GrainSource, tfds_grain, folder_grain
@@ -79,7 +80,7 @@ __all__ = [
     "stacked_mnist_images", "stacked_mnist", "IMAGE_EXTENSIONS", "list_image_files",
     "load_folder_images", "folder", "tfds_prepare_instructions", "tfds_builder",
     "load_tfds_images", "tfds_dataset", "prepare_tfds_from_arrays", "prepare_tfds_from_folder",
-    "STREAM_DEFAULTS", "streams", "LOADERS", "check_tfds_image_feature", "tfds_label_classes",
-    "REFERENCE_SIZE", "GrainSource", "tfds_grain", "folder_grain",
+    "check_channels", "raw_records", "STREAM_DEFAULTS", "streams", "LOADERS",
+    "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE", "GrainSource", "tfds_grain", "folder_grain",
     "benchmark_source", "prefetch",
 ]

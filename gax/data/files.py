@@ -56,6 +56,12 @@ def list_image_files(root: str, labels: bool = False
   return files, np.array([index[c] for c in classes], np.int32), class_names
 
 
+def check_channels(channels: Any) -> None:
+  """Raises unless `channels` (`data.channels`) is 1 (grey) or 3 (RGB)."""
+  if channels not in (1, 3):
+    raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+
+
 def _read_image_file(path: str, channels: int, image_size: Optional[int], crop: bool) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
@@ -86,8 +92,7 @@ def load_folder_images(path: str, image_size: Optional[int] = None, channels: in
   Returns:
     `(images, int32 classes or None, class names)`.
   """
-  if channels not in (1, 3):
-    raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+  check_channels(channels)
   image_size, max_examples = _check_size(image_size), _cap(max_examples)
   files, y, class_names = list_image_files(path, _flag(labels, "data.labels"))
   if max_examples:
@@ -143,4 +148,5 @@ def folder(batch_size: int, n_critic: int = 1, seed: int = 0, path: str = "",
                  options["labels"])
 
 
-__all__ = ["IMAGE_EXTENSIONS", "list_image_files", "load_folder_images", "folder"]
+__all__ = ["IMAGE_EXTENSIONS", "list_image_files", "check_channels", "load_folder_images",
+           "folder"]

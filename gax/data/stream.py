@@ -37,9 +37,9 @@ import numpy as np
 from gax import checks
 from gax.data.arrays import fit_array
 from gax.data.core import REFERENCE_SIZE, _check_size, _flag, _workers, check_labels, labelled
-from gax.data.files import _read_image_file, list_image_files
-from gax.data.tfds import (_import_tfds, _lookup, check_tfds_image_feature, tfds_builder,
-                           tfds_label_classes)
+from gax.data.files import _read_image_file, check_channels, list_image_files
+from gax.data.tfds import (_convert_command, _lookup, _stored_as, check_tfds_image_feature,
+                           raw_records, tfds_builder, tfds_label_classes)
 
 def _import_grain():
   try:
@@ -245,17 +245,14 @@ def tfds_grain(dataset: str, data_dir: str, batch_size: int, n_critic: int = 1, 
   """The `GrainSource` of split `split` of the prepared TFDS dataset `dataset` in the local
   `data_dir`, which must be stored as array_record (`tfds build --file_format=array_record`,
   or `prepare_tfds_from_arrays` / `_from_folder`, whose default it is)."""
-  tfds = _import_tfds()
   image_size, labels = _check_size(image_size), _flag(labels, "data.labels")
   builder = tfds_builder(dataset, data_dir)
-  formats = builder.info.available_file_formats()
-  if not formats & set(tfds.core.file_adapters.FileFormat.with_random_access()):
+  records = raw_records(builder, split)
+  if records is None:
     raise ValueError(
         f"data.loader='grain' reads array_record files; TFDS dataset {builder.info.full_name!r}"
-        f" is stored as {', '.join(sorted(str(getattr(f, 'value', f)) for f in formats))}. "
-        "Convert it: `tfds convert_format "
-        f"--dataset_version_dir={builder.data_path} --out_file_format=array_record`, or use "
-        "data.loader='memory'.")
+        f" is stored as {_stored_as(builder)}. Convert it: {_convert_command(builder)}, or "
+        "use data.loader='memory'.")
   features = builder.info.features
   check_tfds_image_feature(features, image_key, dataset)
   num_classes, class_names = 0, ()
@@ -266,8 +263,6 @@ def tfds_grain(dataset: str, data_dir: str, batch_size: int, n_critic: int = 1, 
                        "class count, which data.loader='grain' cannot infer without reading "
                        "the whole split; store it as a ClassLabel (prepare_tfds_from_arrays "
                        "does) or use data.loader='memory'.")
-  records = builder.as_data_source(split,
-                                   deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
   decode = _Decode(features, image_key, label_key, labels, image_size, bool(crop))
   return GrainSource(records, decode, batch_size=batch_size, n_critic=n_critic, seed=seed,
                      num_classes=num_classes, class_names=class_names, threads=threads,
@@ -282,8 +277,7 @@ def folder_grain(path: str, batch_size: int, n_critic: int = 1, seed: int = 0,
                  reference_size: int = REFERENCE_SIZE) -> GrainSource:
   """The `GrainSource` of the image files under `path` (`gax.data.list_image_files`, one
   subdirectory per class with `labels`), decoded as the in-memory `folder` loader does."""
-  if channels not in (1, 3):
-    raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+  check_channels(channels)
   labels = _flag(labels, "data.labels")
   files, y, class_names = list_image_files(path, labels)
   records = list(zip(files, [0] * len(files) if y is None else y.tolist()))

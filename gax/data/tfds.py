@@ -116,16 +116,37 @@ def _feature(features: Any, key: str, what: str, name: str) -> Any:
                    f"are {keys}.") from None
 
 
+def raw_records(builder: Any, split: str) -> Optional[Any]:
+  """The serialized records of `split`, random access without TensorFlow (`tfds.data_source`
+  of an array_record dataset), or None when the dataset is stored only in a format without
+  random access (TFRecord)."""
+  tfds = _import_tfds()
+  formats = builder.info.available_file_formats()
+  if not formats & set(tfds.core.file_adapters.FileFormat.with_random_access()):
+    return None
+  return builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+
+def _stored_as(builder: Any) -> str:
+  """The file formats `builder`'s dataset is stored in, e.g. "tfrecord"."""
+  formats = builder.info.available_file_formats()
+  return ", ".join(sorted(str(getattr(f, "value", f)) for f in formats))
+
+
+def _convert_command(builder: Any) -> str:
+  """The command that rewrites `builder`'s dataset as array_record."""
+  return (f"`tfds convert_format --dataset_version_dir={builder.data_path} "
+          "--out_file_format=array_record`")
+
+
 def _tfds_examples(builder: Any, split: str, n: Optional[int], process: Callable[[Any], Any],
                    chunk: int = 1024) -> Iterator[List[Any]]:
   """`process(example)` for the decoded examples of `split` (the first `n`), `chunk` at a
   time, in the stored order."""
-  tfds = _import_tfds()
-  formats = builder.info.available_file_formats()
-  if formats & set(tfds.core.file_adapters.FileFormat.with_random_access()):
+  raw = raw_records(builder, split)
+  if raw is not None:
     # array_record: random access without TensorFlow. Records are read in order here and
     # decoded (PIL, mostly without the GIL) and processed by a thread pool, one chunk ahead.
-    raw = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
     features = builder.info.features
     n = len(raw) if n is None else min(n, len(raw))
     work = lambda record: process(features.deserialize_example_np(record))
@@ -145,16 +166,15 @@ def _tfds_examples(builder: Any, split: str, n: Optional[int], process: Callable
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
     raise ImportError(
-        f"TFDS dataset {builder.info.full_name!r} is stored as "
-        f"{', '.join(sorted(str(getattr(f, 'value', f)) for f in formats))}, which only "
-        "TensorFlow reads: pip install tensorflow, or prepare it again with "
-        "--file_format=array_record (read without TensorFlow), e.g. `tfds convert_format "
-        f"--dataset_version_dir={builder.data_path} --out_file_format=array_record`.") from e
+        f"TFDS dataset {builder.info.full_name!r} is stored as {_stored_as(builder)}, which "
+        "only TensorFlow reads: pip install tensorflow, or prepare it again with "
+        "--file_format=array_record (read without TensorFlow), e.g. "
+        f"{_convert_command(builder)}.") from e
   ds = builder.as_dataset(split=split, shuffle_files=False)
   if n is not None:
     ds = ds.take(n)
   batch = []
-  for example in tfds.as_numpy(ds):
+  for example in _import_tfds().as_numpy(ds):
     batch.append(process(example))
     if len(batch) == chunk:
       yield batch
@@ -456,6 +476,6 @@ def prepare_tfds_from_folder(name: str, data_dir: str, path: str,
                                   description=f"Images of {path}.")
 
 
-__all__ = ["tfds_prepare_instructions", "tfds_builder",
+__all__ = ["tfds_prepare_instructions", "tfds_builder", "raw_records",
            "check_tfds_image_feature", "tfds_label_classes", "load_tfds_images", "tfds_dataset",
            "prepare_tfds_from_arrays", "prepare_tfds_from_folder"]
