@@ -81,6 +81,7 @@ __all__ = [
     "load_folder_images", "folder", "tfds_prepare_instructions", "tfds_builder",
     "load_tfds_images", "tfds_dataset", "prepare_tfds_from_arrays", "prepare_tfds_from_folder",
     "check_channels", "raw_records", "STREAM_DEFAULTS", "streams", "LOADERS",
-    "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE", "GrainSource", "tfds_grain", "folder_grain",
+    "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE", "GrainSource",
+    "tfds_grain", "folder_grain",
     "benchmark_source", "prefetch",
 ]
