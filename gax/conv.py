@@ -31,6 +31,11 @@ penalties differentiate D twice) keep working. The formulations, all exact:
   patches  im2col of the strided views of x itself (no space-to-depth), contracted with the
            kernel as `[kh * kw, c_in, c_out]`, so that its transpose in the kernel is one
            matrix product that yields the gradient in the kernel's own layout.
+  chunked  native, on chunks of the batch (`batch_chunk` images each, about 1024 output
+           positions) whose outputs are concatenated. Its transpose in the kernel is a sum
+           of XLA's kernel gradients over the chunks: XLA:CPU (YNNPACK) runs a kernel
+           gradient whose contraction spans the whole batch of a large feature map 1.7-2.9x
+           slower than the same FLOPs in chunks (docs/speed.md, 2026-12-05 Sapphire Rapids).
 
 A `ConvTranspose` is B of the convolution that maps its output shape back to its input shape,
 computed as the linear transpose of one of the formulations, so a transposed convolution
@@ -65,7 +70,10 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 IMPLS = ("auto", "xla", "matmul")
-FORMULATIONS = ("native", "s2d", "taps", "im2col", "patches")
+FORMULATIONS = ("native", "s2d", "taps", "im2col", "patches", "chunked")
+
+# Output positions per batch chunk of the "chunked" formulation (`batch_chunk`).
+CHUNK_POSITIONS = 1024
 
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 Padding = Union[str, Sequence[Tuple[int, int]]]
@@ -149,10 +157,12 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
   into the kernel's layout, and XLA:CPU fuses that reassembly into each of the optimizer's
   elementwise updates (four for Adam) rather than materialising it once.
 
-  AVX-512, for the rest: native for every map, the kernel gradient included (XLA's own
-  kernel gradient of a strided convolution ran at 180-200 GFLOP/s against 76-80 for
-  patches); a ConvTranspose's kernel gradient, which native would lower with a dilated
-  input, as patches (`transpose_plan`).
+  AVX-512, for the rest: native for A and B, and XLA's own kernel gradient for C (it ran at
+  180-200 GFLOP/s against 76-80 for patches on Zen 5), taken over batch chunks ("chunked"):
+  on a Sapphire Rapids Xeon a whole-batch kernel gradient of a 16x16-output layer ran at
+  95 GFLOP/s and at 160-180 in chunks of 4 images, and the chunks change nothing where the
+  batch already has fewer than `CHUNK_POSITIONS` output positions. A ConvTranspose's kernel
+  gradient is XLA's kernel gradient of A the same way (`transpose_plan`).
   """
   isa = cpu_isa() if isa is None else isa
   if isa not in ("avx2", "avx512"):
@@ -167,7 +177,7 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
     return Plan("native", "s2d", "native")
   large = out_hw[0] * out_hw[1] >= 256
   if isa == "avx512":
-    return Plan("native", "s2d" if large else "native", "native")
+    return Plan("native", "s2d" if large else "native", "chunked")
   if large:
     return Plan("native", "s2d", "patches" if sh * sw > 1 else "taps")
   return Plan("taps", "im2col", "im2col")
@@ -274,6 +284,27 @@ def _patches_conv(x: jax.Array, k: jax.Array, strides: Tuple[int, int], pads: Pa
   return lax.dot_general(p, k.reshape(kh * kw, c, co), (((3, 4), (0, 1)), ((), ())))
 
 
+def batch_chunk(batch: int, out_hw: Sequence[int]) -> int:
+  """Images per chunk of the "chunked" formulation: `CHUNK_POSITIONS` output positions, at
+  least 1 and at most `batch` (then "chunked" is "native")."""
+  return max(1, min(batch, CHUNK_POSITIONS // max(1, out_hw[0] * out_hw[1])))
+
+
+def _chunks(batch: int, chunk: int):
+  return [(i, min(i + chunk, batch)) for i in range(0, batch, chunk)]
+
+
+def _chunked_conv(x: jax.Array, k: jax.Array, strides: Tuple[int, int], pads: Pads,
+                  kernel_layout: str) -> jax.Array:
+  """Native convolutions of the batch's chunks (`batch_chunk`), concatenated."""
+  dn = _dimension_numbers(kernel_layout)
+  kh, kw = (k.shape[0], k.shape[1])
+  out_hw = [out_size(n, kk, s, p) for n, kk, s, p in zip(x.shape[1:3], (kh, kw), strides, pads)]
+  parts = [lax.conv_general_dilated(x[lo:hi], k, strides, pads, dimension_numbers=dn)
+           for lo, hi in _chunks(x.shape[0], batch_chunk(x.shape[0], out_hw))]
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+
+
 def apply_formulation(name: str, x: jax.Array, k: jax.Array, strides: Tuple[int, int],
                       pads: Pads, kernel_layout: str = "HWIO") -> jax.Array:
   """A, the convolution `x * k`, written with formulation `name` (see the module docstring).
@@ -285,6 +316,8 @@ def apply_formulation(name: str, x: jax.Array, k: jax.Array, strides: Tuple[int,
   if name == "native":
     return lax.conv_general_dilated(x, k, strides, pads,
                                     dimension_numbers=_dimension_numbers(kernel_layout))
+  if name == "chunked":
+    return _chunked_conv(x, k, strides, pads, kernel_layout)
   if kernel_layout == "HWOI":
     k = jnp.swapaxes(k, 2, 3)
   if name == "patches":
@@ -341,8 +374,8 @@ _conv.defjvp(_conv_jvp, symbolic_zeros=True)
 
 
 def _native_kernel_adjoint(y: jax.Array, dkt: jax.Array, strides: Tuple[int, int],
-                           pads: Pads, x_shape: Tuple[int, ...],
-                           kernel_layout: str) -> jax.Array:
+                           pads: Pads, x_shape: Tuple[int, ...], kernel_layout: str,
+                           chunk: Optional[int] = None) -> jax.Array:
   """`B(y; dkt)` (the transposed convolution of `y` by the kernel tangent `dkt`), written so
   that its transpose in `dkt` is XLA's own kernel gradient of the strided convolution A.
 
@@ -352,16 +385,25 @@ def _native_kernel_adjoint(y: jax.Array, dkt: jax.Array, strides: Tuple[int, int
   dilated kernel), is a map of `dkt` equal to `B(y; dkt)` (both are adjoint to it), and
   transposing it back gives that native kernel gradient. Written directly as B's tangent, JAX
   would transpose B's dilated-input convolution in the kernel instead: XLA:CPU's slowest
-  form (`transpose_plan`).
+  form (`transpose_plan`). With `chunk`, the same on chunks of that many images, so the
+  kernel gradient is a sum over chunks (the "chunked" formulation).
   """
   kt_aval = jax.ShapeDtypeStruct(dkt.shape, dkt.dtype)
 
-  def kernel_gradient(g):
-    a = lambda k: lax.conv_general_dilated(g, k, strides, pads,
-                                           dimension_numbers=_dimension_numbers(kernel_layout))
-    return jax.linear_transpose(a, kt_aval)(y)[0]
+  def adjoint(y):
 
-  return jax.linear_transpose(kernel_gradient, jax.ShapeDtypeStruct(x_shape, y.dtype))(dkt)[0]
+    def kernel_gradient(g):
+      a = lambda k: lax.conv_general_dilated(g, k, strides, pads,
+                                             dimension_numbers=_dimension_numbers(kernel_layout))
+      return jax.linear_transpose(a, kt_aval)(y)[0]
+
+    g_aval = jax.ShapeDtypeStruct((y.shape[0],) + tuple(x_shape[1:]), y.dtype)
+    return jax.linear_transpose(kernel_gradient, g_aval)(dkt)[0]
+
+  if chunk is None or chunk >= y.shape[0]:
+    return adjoint(y)
+  # Concatenated over the batch's chunks: transposed, a sum of the chunks' kernel gradients.
+  return jnp.concatenate([adjoint(y[lo:hi]) for lo, hi in _chunks(y.shape[0], chunk)], axis=0)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -382,8 +424,9 @@ def _conv_t_jvp(strides, pads, x_shape, plan, kernel_layout, primals, tangents):
     d = transpose_in_x(plan.a, dy, kt, strides, pads, x_shape, kernel_layout)
   if not isinstance(dkt, SymbolicZero):
     # Linear in dkt; transposed, the kernel gradient C of formulation c (`transpose_plan`).
-    if plan.c == "native":
-      t = _native_kernel_adjoint(y, dkt, strides, pads, x_shape, kernel_layout)
+    if plan.c in ("native", "chunked"):
+      chunk = batch_chunk(y.shape[0], y.shape[1:3]) if plan.c == "chunked" else None
+      t = _native_kernel_adjoint(y, dkt, strides, pads, x_shape, kernel_layout, chunk)
     else:
       t = transpose_in_x(plan.c, y, dkt, strides, pads, x_shape, kernel_layout)
     d = t if d is None else d + t
@@ -401,7 +444,8 @@ def transpose_plan(plan: Plan, isa: Optional[str] = None) -> Plan:
   transpose in the kernel of B's dilated-input convolution). On AVX-512 that native C runs
   at 100-150 GFLOP/s for the DCGAN generator's layers against 45-160 for patches, so the plan
   stays; on AVX2, where XLA's kernel gradients of strided convolutions lost to the matrix
-  forms (`cpu_plan`), a native C runs as taps."""
+  forms (`cpu_plan`), a native C runs as taps. A "chunked" C is that kernel gradient of A
+  summed over batch chunks, and stays."""
   if plan.c != "native":
     return plan
   isa = cpu_isa() if isa is None else isa

@@ -11,6 +11,7 @@ import itertools
 
 import flax.linen as nn
 import jax
+import jax.extend.core  # pylint: disable=unused-import
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,7 +43,16 @@ TRANSPOSE_CASES = [
     ((2, 5, 6, 4), (4, 4, 4, 5), (2, 2), ((1, 2), (2, 1))),
 ]
 PLANS = [conv_lib.Plan(f, f, f) for f in conv_lib.FORMULATIONS] + [
-    conv_lib.Plan("native", "s2d", "taps"), conv_lib.Plan("taps", "im2col", "native")]
+    conv_lib.Plan("native", "s2d", "taps"), conv_lib.Plan("taps", "im2col", "native"),
+    conv_lib.Plan("native", "s2d", "chunked")]
+CHUNKED = conv_lib.Plan("native", "native", "chunked")
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch):
+  # "chunked" splits a batch into chunks of CHUNK_POSITIONS output positions (1024 in use);
+  # at 16, every batch of these small tests splits, so each test that runs it checks chunks.
+  monkeypatch.setattr(conv_lib, "CHUNK_POSITIONS", 16)
 
 
 def _arrays(x_shape, k_shape, seed=0):
@@ -119,7 +129,7 @@ def _convolutions(jaxpr):
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "conv_general_dilated":
       yield eqn
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       yield from _convolutions(sub)
 
 
@@ -145,6 +155,37 @@ def test_native_conv_transpose_kernel_gradient_is_a_kernel_gradient_of_a(monkeyp
   ref = jax.grad(lambda k: jnp.vdot(
       lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=DN), g))(k)
   _close(grad_k(k), ref)
+
+
+def test_chunked_kernel_gradient_is_a_sum_over_uneven_chunks(monkeypatch):
+  # 5 images with 4x4 outputs in chunks of 2 (2, 2, 1): a Conv's and a ConvTranspose's kernel
+  # gradients are one XLA kernel gradient per chunk, summed, and equal lax's, eagerly and
+  # under jit; the values and input gradients are untouched.
+  monkeypatch.setattr(conv_lib, "CHUNK_POSITIONS", 2 * 16)
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: "avx512")
+  monkeypatch.setattr(conv_lib, "resolve", lambda *a: CHUNKED)
+  assert conv_lib.batch_chunk(5, (4, 4)) == 2
+  assert conv_lib.batch_chunk(5, (64, 64)) == 1 and conv_lib.batch_chunk(5, (1, 1)) == 5
+  pads = ((1, 1), (1, 1))
+  x, k = _arrays((5, 8, 8, 6), (4, 4, 6, 7))
+  y, kt = _arrays((5, 4, 4, 6), (4, 4, 6, 7), seed=2)
+  cases = [
+      (lambda x, k: conv_lib._conv(x, k, (2, 2), pads, CHUNKED), x, k,  # pylint: disable=protected-access
+       lambda x, k: _ref_conv(x, k, (2, 2), pads)),
+      (lambda y, k: conv_lib.conv_transpose(y, k, (2, 2), "SAME", "auto"), y, kt,
+       lambda y, k: lax.conv_transpose(y, k, (2, 2), "SAME", dimension_numbers=DN)),
+  ]
+  for f, a, kernel, ref in cases:
+    g = jax.random.normal(jax.random.PRNGKey(1), ref(a, kernel).shape)
+    grad_k = lambda k, f=f, a=a, g=g: jax.grad(lambda k: jnp.vdot(f(a, k), g))(k)
+    kernel_convs = [eqn for eqn in _convolutions(jax.make_jaxpr(grad_k)(kernel).jaxpr)
+                    if eqn.outvars[0].aval.size == kernel.size]
+    assert sorted(eqn.invars[0].aval.shape[0] for eqn in kernel_convs) == [1, 2, 2]
+    want = _value_and_grads(ref, a, kernel, g)
+    for got in (_value_and_grads(f, a, kernel, g), jax.jit(
+        functools.partial(_value_and_grads, f))(a, kernel, g)):
+      for u, v in zip(got, want):
+        _close(u, v)
 
 
 def test_forward_mode_matches_lax():
@@ -196,13 +237,16 @@ def test_pmap_matches_one_device():
   f = lambda x, k: jax.grad(
       lambda x, k: jnp.sum(jnp.sin(conv_lib.conv(x, k, (2, 2), ((1, 1), (1, 1)), "auto"))),
       (0, 1))(x, k)
-  got_x, got_k = jax.pmap(f, in_axes=(0, None))(x, k)
+  chunked = lambda x, k: jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_lib._conv(  # pylint: disable=protected-access
+      x, k, (2, 2), ((1, 1), (1, 1)), CHUNKED))), (0, 1))(x, k)
   ref = lambda x, k: jax.grad(
       lambda x, k: jnp.sum(jnp.sin(_ref_conv(x, k, (2, 2), ((1, 1), (1, 1))))), (0, 1))(x, k)
-  for i in range(n):
-    want_x, want_k = ref(x[i], k)
-    _close(got_x[i], want_x)
-    _close(got_k[i], want_k)
+  for fn in (f, chunked):
+    got_x, got_k = jax.pmap(fn, in_axes=(0, None))(x, k)
+    for i in range(n):
+      want_x, want_k = ref(x[i], k)
+      _close(got_x[i], want_x)
+      _close(got_k[i], want_k)
 
 
 @pytest.mark.parametrize("impl", ["auto", "matmul"])
@@ -298,7 +342,7 @@ def test_cpu_plans_of_both_instruction_sets(isa, monkeypatch):
     out_hw = (x_shape[1] // 2,) * 2
     plan = conv_lib.cpu_plan(x_shape, k_shape, (2, 2), out_hw)
     assert plan == conv_lib.resolve("auto", x_shape, k_shape, (2, 2), out_hw)
-    assert (conv_lib.transpose_plan(plan).c != "native") == (isa == "avx2")
+    assert (conv_lib.transpose_plan(plan).c not in ("native", "chunked")) == (isa == "avx2")
     x, k = _arrays(x_shape, k_shape)
     ref = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
                                                 dimension_numbers=DN)
