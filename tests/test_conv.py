@@ -384,3 +384,66 @@ def test_bfloat16_compute_keeps_its_dtype_and_matches_lax():
   for a, b in zip(jax.jit(jax.grad(f, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k)):
     assert a.dtype == jnp.bfloat16
     _close(a.astype(jnp.float32), b.astype(jnp.float32), tol=3e-2)
+
+
+def _upsampled(x):
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_upsample_conv_is_the_convolution_of_the_upsampled_input(k):
+  # Sub-pixel phases on the low-resolution input == a SAME convolution of the nearest 2x
+  # upsampled input (the ResNet G's up-blocks), values and both gradients, for every impl,
+  # eagerly, under jit and under pmap.
+  x, kernel = _arrays((2, 5, 6, 4), (k, k, 4, 7))
+  ref = lambda x, k: _ref_conv(_upsampled(x), k, (1, 1), "SAME")
+  g = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 12, 7))
+  want = _value_and_grads(ref, x, kernel, g)
+  for impl in conv_lib.IMPLS:
+    f = lambda x, k, impl=impl: conv_lib.upsample_conv(x, k, impl)
+    for got in (_value_and_grads(f, x, kernel, g),
+                jax.jit(functools.partial(_value_and_grads, f))(x, kernel, g)):
+      for a, b in zip(got, want):
+        _close(a, b)
+  n = jax.local_device_count()
+  xs = jnp.stack([x * (i + 1) for i in range(n)])
+  gs = jnp.stack([g] * n)
+  got = jax.pmap(functools.partial(_value_and_grads, conv_lib.upsample_conv),
+                 in_axes=(0, None, 0))(xs, kernel, gs)
+  for i in range(n):
+    for a, b in zip(got, _value_and_grads(ref, xs[i], kernel, g)):
+      _close(a[i], b)
+
+
+def test_upsample_conv_does_less_work_than_the_upsampled_convolution(monkeypatch):
+  # The 3x3 phases are 2x2 kernels on the low-resolution input: 16/36 of the multiply-adds
+  # (up to the one-pixel border), and a 1x1 is convolved before upsampling (1/4).
+  monkeypatch.setattr(conv_lib, "resolve", lambda *a: conv_lib.Plan("native", "native",
+                                                                     "native"))
+  def flops(f, *args):
+    return sum(2 * np.prod(e.outvars[0].aval.shape) * np.prod(e.invars[1].aval.shape[:3])
+               for e in _convolutions(jax.make_jaxpr(f)(*args).jaxpr))
+  x = jnp.zeros((2, 16, 16, 8))
+  for k, ratio in ((3, 16 / 36 * (17 / 16) ** 2), (1, 1 / 4)):
+    kernel = jnp.zeros((k, k, 8, 8))
+    ours = flops(lambda x, k: conv_lib.upsample_conv(x, k, "auto"), x, kernel)
+    theirs = flops(lambda x, k: _ref_conv(_upsampled(x), k, (1, 1), "SAME"), x, kernel)
+    assert ours == pytest.approx(ratio * theirs)
+
+
+def test_upsample_conv_layer_is_flax_conv_of_the_upsampled_input():
+  x, _ = _arrays((2, 4, 4, 6), (1, 1, 1, 1))
+  key = jax.random.PRNGKey(0)
+  for kwargs in (dict(features=5, kernel_size=(3, 3), padding="SAME"),
+                 dict(features=5, kernel_size=(1, 1), use_bias=False),
+                 # Not a SAME odd-square case: upsampled, then convolved as written.
+                 dict(features=5, kernel_size=(2, 2), padding="VALID")):
+    theirs, ours = nn.Conv(**kwargs), conv_lib.UpsampleConv(**kwargs)
+    params = theirs.init(key, _upsampled(x))
+    assert jax.tree.map(jnp.shape, ours.init(key, x)) == jax.tree.map(jnp.shape, params)
+    _close(jax.jit(ours.apply)(params, x), theirs.apply(params, _upsampled(x)))
+  with pytest.raises(ValueError, match="odd square"):
+    conv_lib.upsample_conv(x, jnp.zeros((2, 2, 6, 5)))
+  with pytest.raises(ValueError, match="inputs"):
+    conv_lib.upsample_conv(x, jnp.zeros((3, 3, 4, 5)))

@@ -25,17 +25,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gax.conv import Conv, check_impl
+from gax.conv import Conv, UpsampleConv, check_impl
 from gax.layers import SelfAttention
 from gax.models.conditioning import VectorConditionalBatchNorm
 from gax.models.dcgan import num_stages
 
 _init = nn.initializers.xavier_uniform()
-
-
-def _upsample(x: jax.Array) -> jax.Array:
-  b, h, w, c = x.shape
-  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
 
 
 def _avg_pool(x: jax.Array) -> jax.Array:
@@ -58,12 +53,14 @@ class _GBlock(nn.Module):
     else:
       bn = lambda h: VectorConditionalBatchNorm(use_running_average=not train,
                                                 axis_name=self.axis_name, dtype=self.dtype)(h, c)
-    conv = lambda k: Conv(self.channels, (k, k), padding="SAME", kernel_init=_init,
-                          dtype=self.dtype, impl=self.conv_impl)
-    h = _upsample(nn.relu(bn(x)))
-    h = conv(3)(h)
+    conv = lambda k, layer=Conv: layer(self.channels, (k, k), padding="SAME",
+                                       kernel_init=_init, dtype=self.dtype, impl=self.conv_impl)
+    # conv(upsample(.)) as one layer: the same Flax Conv (name, parameters), computed on the
+    # low-resolution input (`gax.conv.upsample_conv`: 16/36 of the 3x3's work, 1/4 of the
+    # 1x1's).
+    h = conv(3, UpsampleConv)(nn.relu(bn(x)))
     h = conv(3)(nn.relu(bn(h)))
-    return h + conv(1)(_upsample(x))
+    return h + conv(1, UpsampleConv)(x)
 
 
 class _DBlock(nn.Module):
