@@ -613,6 +613,44 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Ar
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c_out)
 
 
+def avg_pool2x(x: jax.Array) -> jax.Array:
+  """2 x 2 average pooling with stride 2 of `[B, H, W, C]` (`flax.linen.avg_pool`'s VALID
+  windows: an odd last row or column is dropped)."""
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return jnp.mean(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def conv_avg_pool(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+  """`avg_pool2x(conv(x, kernel, padding="SAME"))` for an odd square kernel and even H, W,
+  as one stride-2 convolution (the ResNet discriminator's down-blocks).
+
+  Averaging 2 x 2 outputs of a k x k convolution is a stride-2 convolution with the
+  (k + 1) x (k + 1) kernel `K[u, v] = 1/4 sum_{a, b in {0, 1}} k[u - a, v - b]`: for k = 3 a
+  4 x 4 kernel with stride 2 and padding 1, the DCGAN's layer geometry, at 16/36 of the
+  multiply-adds of the convolution before pooling; a 1 x 1 kernel pools first (1/4). Equal
+  up to float rounding; `impl="xla"` (and "auto" off CPU) convolves, then pools.
+  """
+  check_impl(impl)
+  kh, kw, c_in, _ = kernel.shape
+  if x.ndim != 4 or x.shape[-1] != c_in:
+    raise ValueError(f"conv_avg_pool takes [B, H, W, {c_in}] inputs for a {kernel.shape} "
+                     f"kernel; got {x.shape}.")
+  if kh != kw or kh % 2 == 0:
+    raise ValueError(f"conv_avg_pool needs an odd square kernel; got {kernel.shape[:2]}.")
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(f"conv_avg_pool needs an even height and width; got {x.shape}.")
+  if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
+    return avg_pool2x(lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                               dimension_numbers=_DN))
+  if kh == 1:
+    return conv(avg_pool2x(x), kernel, (1, 1), "VALID", impl)
+  r = (kh - 1) // 2
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  box = sum(jnp.roll(padded, (a, b), axis=(0, 1)) for a in (0, 1) for b in (0, 1)) / 4
+  return conv(x, box, (2, 2), ((r, r), (r, r)), impl)
+
+
 # ---------------------------------------------------------------------------------------------
 # Flax layers.
 
@@ -651,7 +689,11 @@ def _hook(impl: str):
 _FLAX_HOOKS = {impl: _hook(impl) for impl in IMPLS}
 
 
-def _upsampling_hook(impl: str):
+def _resampling_hook(fused: Callable[..., jax.Array], before: Callable[[jax.Array], jax.Array],
+                     after: Callable[[jax.Array], jax.Array], impl: str):
+  """A `conv_general_dilated` for `nn.Conv` that computes `after(conv(before(lhs)))`: with
+  `fused(lhs, rhs, impl)` for a plain stride-1 SAME convolution by an odd square kernel
+  (even sizes for pooling), with `before` and `after` around lax's convolution otherwise."""
 
   def conv_general_dilated_(lhs, rhs, window_strides, padding, lhs_dilation=None,
                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
@@ -661,6 +703,7 @@ def _upsampling_hook(impl: str):
             else tuple(map(tuple, padding)) == ((r, r), (r, r)))
     plain = (lhs.ndim == 4 and rhs.ndim == 4 and same and tuple(window_strides) == (1, 1)
              and rhs.shape[0] == rhs.shape[1] and rhs.shape[0] % 2 == 1
+             and (fused is not conv_avg_pool or lhs.shape[1] % 2 == lhs.shape[2] % 2 == 0)
              and feature_group_count == 1 and batch_group_count == 1 and precision is None
              and preferred_element_type is None
              and all(d == 1 for d in (lhs_dilation or (1, 1)))
@@ -668,17 +711,21 @@ def _upsampling_hook(impl: str):
              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN))
     if plain:
-      return upsample_conv(lhs, rhs, impl)
-    return lax.conv_general_dilated(
-        upsample2x(lhs), rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+      return fused(lhs, rhs, impl)
+    return after(lax.conv_general_dilated(
+        before(lhs), rhs, window_strides, padding, lhs_dilation, rhs_dilation,
         dimension_numbers, feature_group_count, batch_group_count, precision,
-        preferred_element_type)
+        preferred_element_type))
 
-  conv_general_dilated_.__name__ = f"upsample_conv_general_dilated_{impl}"
+  conv_general_dilated_.__name__ = f"{fused.__name__}_conv_general_dilated_{impl}"
   return conv_general_dilated_
 
 
-_UPSAMPLING_HOOKS = {impl: _upsampling_hook(impl) for impl in IMPLS}
+_identity = lambda x: x
+_UPSAMPLING_HOOKS = {impl: _resampling_hook(upsample_conv, upsample2x, _identity, impl)
+                     for impl in IMPLS}
+_POOLING_HOOKS = {impl: _resampling_hook(conv_avg_pool, _identity, avg_pool2x, impl)
+                  for impl in IMPLS}
 
 
 def UpsampleConv(*args, impl: str = "auto", **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
@@ -687,6 +734,15 @@ def UpsampleConv(*args, impl: str = "auto", **kwargs) -> nn.Conv:  # pylint: dis
   SAME, odd square kernels; other settings upsample and convolve as written)."""
   check_impl(impl)
   return nn.Conv(*args, conv_general_dilated=_UPSAMPLING_HOOKS[impl], **kwargs)
+
+
+def ConvAvgPool(*args, impl: str = "auto", **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
+  """`flax.linen.Conv(*args, **kwargs)` followed by 2 x 2 average pooling (`avg_pool2x`; a
+  bias passes through the pooling unchanged): the same module, parameters and name as that
+  `Conv`, computed by `conv_avg_pool` (stride 1, SAME, odd square kernels, even sizes; other
+  settings convolve as written, then pool)."""
+  check_impl(impl)
+  return nn.Conv(*args, conv_general_dilated=_POOLING_HOOKS[impl], **kwargs)
 
 
 def Conv(*args, impl: str = "auto", **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
@@ -731,4 +787,5 @@ class ConvTranspose(nn.Module):
 __all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_plan", "conv", "conv_transpose",
            "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation",
-           "upsample2x", "upsample_conv", "UpsampleConv", "batch_chunk"]
+           "upsample2x", "upsample_conv", "UpsampleConv", "avg_pool2x", "conv_avg_pool",
+           "ConvAvgPool", "batch_chunk"]
