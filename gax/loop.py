@@ -45,7 +45,7 @@ from absl import logging
 from gax import evaluation, parallel, visualize
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
-from gax.data import prefetch
+from gax.data import fetch_size, prefetch
 from gax.state import GANState
 from gax.steps import GAN, generate, jit_train_step, sampling_player
 from gax.workdir import WorkdirError, WorkdirLock
@@ -568,7 +568,8 @@ def _fit(gan, state, source, total, workdir, log_every, checkpoint_every, keep_c
   last_logged = start
   done = start
   try:
-    for step, batch in prefetch(train_source, start, total, transform=put):
+    for step, batch in prefetch(train_source, start, total, fetch_size(train_source),
+                                transform=put):
       state, metrics = step_fn(state, batch)
       done = step + 1
       if log_every:

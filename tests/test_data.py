@@ -94,6 +94,19 @@ def test_prefetch_yields_steps_in_order_and_surfaces_errors():
 
   with pytest.raises(OSError, match="disk gone"):
     list(data.prefetch(Broken(), 0, 5))
+  # size 0: the same batches, fetched in the caller's thread, and the same error.
+  inline = list(data.prefetch(src, 3, 7, 0))
+  assert [s for s, _ in inline] == [3, 4, 5, 6]
+  for (_, a), (_, b) in zip(inline, got):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(OSError, match="disk gone"):
+    list(data.prefetch(Broken(), 0, 5, 0))
+  with pytest.raises(ValueError, match="size"):
+    list(data.prefetch(src, 0, 5, -1))
+  # The in-memory sources are fetched inline by the train loop; anything else by a thread.
+  images = np.zeros((8, 4, 4, 1), np.uint8)
+  assert data.fetch_size(src) == 0 and data.fetch_size(data.ArraySource(images, 2)) == 0
+  assert data.fetch_size(Broken()) == 2
 
 
 def _write_images(root, arrays, names):

@@ -67,7 +67,7 @@ from gax.data.tfds import (
     tfds_label_classes, load_tfds_images, tfds_dataset, prepare_tfds_from_arrays,
     prepare_tfds_from_folder)
 from gax.data.stream import GrainSource, tfds_grain, folder_grain
-from gax.data.pipeline import benchmark_source, prefetch
+from gax.data.pipeline import benchmark_source, fetch_size, prefetch
 
 __all__ = [
     "DATASETS", "Batch", "labelled", "check_images", "check_labels", "MixtureSource",
@@ -83,5 +83,5 @@ __all__ = [
     "check_channels", "raw_records", "STREAM_DEFAULTS", "streams", "LOADERS",
     "check_tfds_image_feature", "tfds_label_classes", "REFERENCE_SIZE", "GrainSource",
     "tfds_grain", "folder_grain",
-    "benchmark_source", "prefetch",
+    "benchmark_source", "fetch_size", "prefetch",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -31,6 +31,9 @@ class ArraySource:
       not the training images (`None`): a source trained on a `fraction` of a dataset is
       scored against the whole of it.
   """
+
+  # `get` slices host memory: fetched in the train loop's thread (`gax.data.fetch_size`).
+  prefetch_size: ClassVar[int] = 0
 
   images: np.ndarray
   batch_size: int

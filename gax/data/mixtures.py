@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import ClassVar, Tuple
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class MixtureSource:
     std: per-coordinate standard deviation of every mode.
     labels: also yield each sample's mode index (`num_classes` = K) as its label.
   """
+
+  # `get` slices host memory: fetched in the train loop's thread (`gax.data.fetch_size`).
+  prefetch_size: ClassVar[int] = 0
 
   centers: np.ndarray
   std: float
