@@ -527,9 +527,10 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1,
     # "xla", a non-CPU "auto", or a geometry (cropping pads) the formulations do not cover.
     return lax.conv_transpose(x, kernel, strides, tpads, dimension_numbers=_DN)
   # A's kernel is the flipped kernel with its channel axes swapped; only the flip is
-  # materialised (whole [c_in, c_out] blocks move), the swap is A's "HWOI" layout, so the
+  # written here (whole [c_in, c_out] blocks move), the swap is A's "HWOI" layout, so the
   # kernel gradient also comes back as whole blocks to flip (cheap to fuse into the
-  # optimizer's updates, where a channel transpose fused into them is not).
+  # optimizer's updates, where a channel transpose fused into them is not). XLA:CPU still
+  # copies the kernel into HWIO for YNNPACK's convolutions (docs/speed.md, 2026-12-05).
   return _conv_t(x, jnp.flip(kernel, (0, 1)), strides, pads, hi_shape, transpose_plan(plan),
                  "HWOI")
 
