@@ -172,6 +172,11 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     # The SNGAN recipe: spectral norm in D, hinge loss, and an EMA of G's weights to sample.
     Variant("sn_hinge_ema", {"tricks.spectral_norm.enabled": True, "loss": "hinge",
                              "tricks.g_ema.enabled": True}),
+    # The same with the EMA's initial weights divided out (Adam-style bias correction), so
+    # that a short run's average is not pulled towards G's initialisation.
+    Variant("sn_hinge_ema_debias", {"tricks.spectral_norm.enabled": True, "loss": "hinge",
+                                    "tricks.g_ema.enabled": True,
+                                    "tricks.g_ema.debias": True}),
     # Data-efficient training (issue 21); images only.
     Variant("diffaugment", {"tricks.diffaugment.enabled": True}),
     Variant("diffaugment_t", {"tricks.diffaugment.enabled": True,
@@ -216,6 +221,7 @@ SOURCES = {
             "G 1e-4",
     "sn_hinge_ema": "Miyato et al. 2018 (SNGAN: spectral norm, hinge loss) with G's EMA "
                     "(Yazici et al. 2019)",
+    "sn_hinge_ema_debias": "sn_hinge_ema with the EMA bias-corrected (debias=True)",
     "diffaugment": "Zhao et al. 2020 (color, translation, cutout)",
     "diffaugment_t": "Zhao et al. 2020 (translation only)",
     "ada_p02": "Karras et al. 2020 (bgc at a fixed p = 0.2)",
