@@ -140,7 +140,8 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
 
   From per-map timings of the DCGAN's and the SNGAN ResNet's layers at batch 32 and 64
   (`benchmarks/conv_layers.py` prints them), then whole-step A/B timings of candidate plans
-  in one process, on two 2-core AMD EPYC machines (docs/speed.md). Both:
+  in one process, on 2-core AMD EPYC machines (AVX2; AVX-512 Zen 4 and 5) and a 2-core
+  Sapphire Rapids Xeon (AVX-512) (docs/speed.md). Both tables:
 
   * a 1x1 stride-1 convolution is a matrix product: taps for all three maps;
   * few input channels after space-to-depth (<= 16, an RGB image's first layer): im2col for
