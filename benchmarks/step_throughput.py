@@ -35,11 +35,11 @@ Flax's own layers, "auto" gax's per-backend plan), for before/after comparisons.
 The batch is random uint8 data already on the device, so this times the step, not the input
 pipeline. Results go to `<out_dir>/step_throughput.json` and `.md`.
 
-`--compare_torch` also times the same DCGAN and update in eager PyTorch
-(`benchmarks/torch_dcgan.py`: channels-last, `torch.autocast` bf16 for `bfloat16`) on the
-same batch size in the same process, one PyTorch repeat after each gax repeat (so that a
-drift in the machine's speed reaches both), and adds its img/s and the ratio gax / PyTorch
-to the table (DCGAN rows only; needs `pip install torch`).
+`--compare_torch` also times the same network and update in eager PyTorch
+(`benchmarks/torch_dcgan.py`, `benchmarks/torch_resnet.py`: channels-last, `torch.autocast`
+bf16 for `bfloat16`) on the same batch size in the same process, one PyTorch repeat after
+each gax repeat (so that a drift in the machine's speed reaches both), and adds its img/s
+and the ratio gax / PyTorch to the table (DCGAN and ResNet rows; needs `pip install torch`).
 """
 
 from __future__ import annotations
@@ -363,8 +363,8 @@ def _define_flags():
   flags.DEFINE_integer("trainer_log_every", 10, "Log interval of each --trainer run.")
   flags.DEFINE_string("trainer_workdir", None, "Where --trainer runs go (default: a temporary "
                       "directory, removed afterwards).")
-  flags.DEFINE_bool("compare_torch", False, "Also time the DCGAN step in eager PyTorch "
-                    "(channels-last, bf16 autocast) and report the ratio.")
+  flags.DEFINE_bool("compare_torch", False, "Also time the DCGAN and ResNet steps in eager "
+                    "PyTorch (channels-last, bf16 autocast) and report the ratio.")
 
 
 def main(argv):
@@ -383,12 +383,13 @@ def main(argv):
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:
     raise app.UsageError(f"--batch_sizes must be integers, got {FLAGS.batch_sizes}.") from None
-  torch_dcgan = None
+  torch_steps = {}
   if FLAGS.compare_torch:
     try:
-      from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+      from benchmarks import torch_dcgan, torch_resnet  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
+    torch_steps = {"dcgan": torch_dcgan.DCGANStep, "resnet": torch_resnet.ResNetStep}
   logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
   results = []
   runs = []
@@ -404,10 +405,10 @@ def main(argv):
   for i, (model, bs, dtype, impl) in enumerate(runs):
     logging.info("[%d/%d] %s batch %d %s conv %s ...", i + 1, len(runs), model, bs, dtype, impl)
     torch_timer, torch_times = None, []
-    if torch_dcgan is not None and model == "dcgan":
+    if model in torch_steps:
       # PyTorch's repeats alternate with gax's: this machine's speed drifts within minutes.
       torch_timer = torch_dcgan.Timer(bs, dtype, FLAGS.resolution, FLAGS.n_critic,
-                                      FLAGS.warmup)
+                                      FLAGS.warmup, make_step=torch_steps[model])
     alongside = (None if torch_timer is None else
                  lambda: torch_times.append(torch_timer.repeat(FLAGS.iters)))
     r = measure(model, bs, dtype, FLAGS.resolution, FLAGS.n_critic, FLAGS.warmup, FLAGS.iters,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -86,42 +86,63 @@ def param_counts(resolution: int = 64, width: int = 64) -> Dict[str, int]:
   return {"g": count(Generator(resolution, width)), "d": count(Discriminator(resolution, width))}
 
 
-class DCGANStep:
-  """Models, optimizers and the fused update on `device` (see the module docstring)."""
+class GANStep:
+  """Models, optimizers and the fused update of `g` and `d` on `device`: the non-saturating
+  loss (`loss="non_saturating"`, the DCGAN) or the hinge loss (`"hinge"`, SNGAN), Adam(2e-4,
+  `betas`) for both players (see the module docstring)."""
 
-  def __init__(self, resolution: int = 64, width: int = 64, n_critic: int = 1,
-               bf16: bool = False, device: str = "cpu", seed: int = 0):
-    torch.manual_seed(seed)
+  def __init__(self, g: nn.Module, d: nn.Module, latent_dim: int, n_critic: int = 1,
+               bf16: bool = False, device: str = "cpu", betas=(0.5, 0.999),
+               loss: str = "non_saturating"):
+    if loss not in ("non_saturating", "hinge"):
+      raise ValueError(f"loss must be non_saturating or hinge, got {loss!r}.")
     self.device = torch.device(device)
-    self.g = Generator(resolution, width).to(self.device, memory_format=torch.channels_last)
-    self.d = Discriminator(resolution, width).to(self.device, memory_format=torch.channels_last)
-    self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    self.n_critic = n_critic
-    self.bf16 = bf16
+    self.g = g.to(self.device, memory_format=torch.channels_last)
+    self.d = d.to(self.device, memory_format=torch.channels_last)
+    self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=betas)
+    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=betas)
+    self.latent_dim, self.n_critic, self.bf16, self.loss = latent_dim, n_critic, bf16, loss
 
   def _autocast(self):
     return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+  def _d_loss(self, real_logits, fake_logits):
+    if self.loss == "hinge":
+      return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return (F.softplus(-real_logits) + F.softplus(fake_logits)).mean()
+
+  def _g_loss(self, fake_logits):
+    return -fake_logits.mean() if self.loss == "hinge" else F.softplus(-fake_logits).mean()
 
   def step(self, real_uint8: torch.Tensor) -> Dict[str, torch.Tensor]:
     """One update on `real_uint8` `[n_critic, B, C, H, W]` (channels-last strides)."""
     b = real_uint8.shape[1]
     for i in range(self.n_critic):
       real = real_uint8[i].float().div_(127.5).sub_(1.0)
-      z = torch.randn(b, LATENT_DIM, device=self.device)
+      z = torch.randn(b, self.latent_dim, device=self.device)
       with self._autocast():
         fake = self.g(z).detach()
-        d_loss = (F.softplus(-self.d(real)) + F.softplus(self.d(fake))).float().mean()
+        d_loss = self._d_loss(self.d(real).float(), self.d(fake).float())
       self.opt_d.zero_grad(set_to_none=True)
       d_loss.backward()
       self.opt_d.step()
-    z = torch.randn(b, LATENT_DIM, device=self.device)
+    z = torch.randn(b, self.latent_dim, device=self.device)
     with self._autocast():
-      g_loss = F.softplus(-self.d(self.g(z))).float().mean()
+      g_loss = self._g_loss(self.d(self.g(z)).float())
     self.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     self.opt_g.step()
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+
+class DCGANStep(GANStep):
+  """The DCGAN pair (`Generator`, `Discriminator`) and its update, seeded."""
+
+  def __init__(self, resolution: int = 64, width: int = 64, n_critic: int = 1,
+               bf16: bool = False, device: str = "cpu", seed: int = 0):
+    torch.manual_seed(seed)
+    super().__init__(Generator(resolution, width), Discriminator(resolution, width), LATENT_DIM,
+                     n_critic, bf16, device)
 
 
 def _sync(device: torch.device) -> None:
@@ -136,12 +157,14 @@ class Timer:
   `repeat` alternately with gax's own repeats, so that both see the same machine."""
 
   def __init__(self, batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
-               warmup: int = 3, device: Optional[str] = None):
+               warmup: int = 3, device: Optional[str] = None,
+               make_step: Callable[..., GANStep] = DCGANStep):
     if dtype not in ("float32", "bfloat16"):
       raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     self.batch_size = batch_size
-    self.runner = DCGANStep(resolution, 64, n_critic, bf16=dtype == "bfloat16", device=device)
+    self.runner = make_step(resolution, n_critic=n_critic, bf16=dtype == "bfloat16",
+                            device=device)
     data = torch.from_numpy(np.random.default_rng(0).integers(
         0, 256, (n_critic, batch_size, resolution, resolution, 3), dtype=np.uint8))
     # NHWC bytes viewed as NCHW with channels-last strides: no copy, the layout cuDNN wants.
@@ -175,9 +198,11 @@ class Timer:
 
 def measure(batch_size: int, dtype: str, resolution: int = 64, n_critic: int = 1,
             warmup: int = 3, iters: int = 10, repeats: int = 5,
-            device: Optional[str] = None) -> Dict[str, Any]:
-  """Times `DCGANStep.step` like `step_throughput.measure` times the jitted step: warm-up
-  steps untimed, then the median over `repeats` of `iters` steps, synchronised on the device
-  at the end of each repeat. Returns img/s, ms/step (and its spread), peak memory (CUDA)."""
-  timer = Timer(batch_size, dtype, resolution, n_critic, warmup, device)
+            device: Optional[str] = None,
+            make_step: Callable[..., GANStep] = DCGANStep) -> Dict[str, Any]:
+  """Times `make_step(...).step` (default the DCGAN's) like `step_throughput.measure` times
+  the jitted step: warm-up steps untimed, then the median over `repeats` of `iters` steps,
+  synchronised on the device at the end of each repeat. Returns img/s, ms/step (and its
+  spread), peak memory (CUDA)."""
+  timer = Timer(batch_size, dtype, resolution, n_critic, warmup, device, make_step)
   return timer.result([timer.repeat(iters) for _ in range(repeats)])
