@@ -540,6 +540,20 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1,
 # A convolution of a nearest-neighbour 2x upsampled input, as sub-pixel convolutions.
 
 
+def _check_resampling(name: str, x: jax.Array, kernel: jax.Array, impl: str) -> bool:
+  """Checks the arguments of `name` (a SAME convolution by an odd square kernel fused with a
+  resampling); True where `impl` computes it as written (lax's convolution and the
+  resampling: "xla", and "auto" off CPU)."""
+  check_impl(impl)
+  kh, kw, c_in, _ = kernel.shape
+  if x.ndim != 4 or x.shape[-1] != c_in:
+    raise ValueError(f"{name} takes [B, H, W, {c_in}] inputs for a {kernel.shape} kernel; "
+                     f"got {x.shape}.")
+  if kh != kw or kh % 2 == 0:
+    raise ValueError(f"{name} needs an odd square kernel; got {kernel.shape[:2]}.")
+  return impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu")
+
+
 def upsample2x(x: jax.Array) -> jax.Array:
   """Nearest-neighbour 2x upsampling of `[B, H, W, C]` (each pixel repeated 2 x 2)."""
   b, h, w, c = x.shape
@@ -584,16 +598,10 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Ar
   up to float rounding; `impl="xla"` (and "auto" off CPU, where nothing else was measured)
   computes that upsampled convolution as Flax would.
   """
-  check_impl(impl)
-  kh, kw, c_in, c_out = kernel.shape
-  if x.ndim != 4 or x.shape[-1] != c_in:
-    raise ValueError(f"upsample_conv takes [B, H, W, {c_in}] inputs for a {kernel.shape} "
-                     f"kernel; got {x.shape}.")
-  if kh != kw or kh % 2 == 0:
-    raise ValueError(f"upsample_conv needs an odd square kernel; got {kernel.shape[:2]}.")
-  if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
+  if _check_resampling("upsample_conv", x, kernel, impl):
     return lax.conv_general_dilated(upsample2x(x), kernel, (1, 1), "SAME",
                                     dimension_numbers=_DN)
+  kh, kw, _, c_out = kernel.shape
   if kh == 1:
     return upsample2x(conv(x, kernel, (1, 1), "VALID", impl))
   b, h, w, _ = x.shape
@@ -633,18 +641,12 @@ def conv_avg_pool(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Ar
   multiply-adds of the convolution before pooling; a 1 x 1 kernel pools first (1/4). Equal
   up to float rounding; `impl="xla"` (and "auto" off CPU) convolves, then pools.
   """
-  check_impl(impl)
-  kh, kw, c_in, _ = kernel.shape
-  if x.ndim != 4 or x.shape[-1] != c_in:
-    raise ValueError(f"conv_avg_pool takes [B, H, W, {c_in}] inputs for a {kernel.shape} "
-                     f"kernel; got {x.shape}.")
-  if kh != kw or kh % 2 == 0:
-    raise ValueError(f"conv_avg_pool needs an odd square kernel; got {kernel.shape[:2]}.")
-  if x.shape[1] % 2 or x.shape[2] % 2:
+  if x.ndim == 4 and (x.shape[1] % 2 or x.shape[2] % 2):
     raise ValueError(f"conv_avg_pool needs an even height and width; got {x.shape}.")
-  if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
+  if _check_resampling("conv_avg_pool", x, kernel, impl):
     return avg_pool2x(lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                                dimension_numbers=_DN))
+  kh = kernel.shape[0]
   if kh == 1:
     return conv(avg_pool2x(x), kernel, (1, 1), "VALID", impl)
   r = (kh - 1) // 2

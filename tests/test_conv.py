@@ -391,32 +391,43 @@ def _upsampled(x):
   return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
 
 
+def _pooled(y):
+  return nn.avg_pool(y, (2, 2), strides=(2, 2))
+
+
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_upsample_conv_is_the_convolution_of_the_upsampled_input(k):
-  # Sub-pixel phases on the low-resolution input == a SAME convolution of the nearest 2x
-  # upsampled input (the ResNet G's up-blocks), values and both gradients, for every impl,
+@pytest.mark.parametrize("fused", ["upsample_conv", "conv_avg_pool"])
+def test_resampling_convolutions_match_convolving_as_written(fused, k):
+  # upsample_conv: sub-pixel phases on the low-resolution input == a SAME convolution of the
+  # nearest 2x upsampled input (the ResNet G's up-blocks); conv_avg_pool: one stride-2
+  # convolution by the box-filtered kernel == Flax's 2x2 average pooling of a SAME
+  # convolution (the ResNet D's down-blocks). Values and both gradients, for every impl,
   # eagerly, under jit and under pmap.
-  x, kernel = _arrays((2, 5, 6, 4), (k, k, 4, 7))
-  ref = lambda x, k: _ref_conv(_upsampled(x), k, (1, 1), "SAME")
-  g = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 12, 7))
+  if fused == "upsample_conv":
+    x, kernel = _arrays((2, 5, 6, 4), (k, k, 4, 7))
+    ref = lambda x, k: _ref_conv(_upsampled(x), k, (1, 1), "SAME")
+  else:
+    x, kernel = _arrays((2, 8, 6, 4), (k, k, 4, 7))
+    ref = lambda x, k: _pooled(_ref_conv(x, k, (1, 1), "SAME"))
+  fn = getattr(conv_lib, fused)
+  g = jax.random.normal(jax.random.PRNGKey(1), ref(x, kernel).shape)
   want = _value_and_grads(ref, x, kernel, g)
   for impl in conv_lib.IMPLS:
-    f = lambda x, k, impl=impl: conv_lib.upsample_conv(x, k, impl)
+    f = lambda x, k, impl=impl: fn(x, k, impl)
     for got in (_value_and_grads(f, x, kernel, g),
                 jax.jit(functools.partial(_value_and_grads, f))(x, kernel, g)):
       for a, b in zip(got, want):
         _close(a, b)
   n = jax.local_device_count()
   xs = jnp.stack([x * (i + 1) for i in range(n)])
-  gs = jnp.stack([g] * n)
-  got = jax.pmap(functools.partial(_value_and_grads, conv_lib.upsample_conv),
-                 in_axes=(0, None, 0))(xs, kernel, gs)
+  got = jax.pmap(functools.partial(_value_and_grads, fn), in_axes=(0, None, 0))(
+      xs, kernel, jnp.stack([g] * n))
   for i in range(n):
     for a, b in zip(got, _value_and_grads(ref, xs[i], kernel, g)):
       _close(a[i], b)
 
 
-def test_upsample_conv_does_less_work_than_the_upsampled_convolution(monkeypatch):
+def test_resampling_convolutions_do_less_work(monkeypatch):
   # The 3x3 phases are 2x2 kernels on the low-resolution input: 16/36 of the multiply-adds
   # (up to the one-pixel border), and a 1x1 is convolved before upsampling (1/4).
   monkeypatch.setattr(conv_lib, "resolve", lambda *a: conv_lib.Plan("native", "native",
@@ -430,70 +441,32 @@ def test_upsample_conv_does_less_work_than_the_upsampled_convolution(monkeypatch
     ours = flops(lambda x, k: conv_lib.upsample_conv(x, k, "auto"), x, kernel)
     theirs = flops(lambda x, k: _ref_conv(_upsampled(x), k, (1, 1), "SAME"), x, kernel)
     assert ours == pytest.approx(ratio * theirs)
+  # A pooled 3x3 is one 4x4 stride-2 convolution: 16/36 of the convolution before pooling.
+  (eqn,) = _convolutions(jax.make_jaxpr(lambda x, k: conv_lib.conv_avg_pool(x, k))(
+      x, jnp.zeros((3, 3, 8, 5))).jaxpr)
+  assert eqn.invars[1].aval.shape[:2] == (4, 4) and eqn.params["window_strides"] == (2, 2)
 
 
-def test_upsample_conv_layer_is_flax_conv_of_the_upsampled_input():
+@pytest.mark.parametrize("fused", ["upsample_conv", "conv_avg_pool"])
+def test_resampling_layers_are_flax_convs_and_check_their_input(fused):
+  # UpsampleConv is nn.Conv of the upsampled input, ConvAvgPool nn.Conv then pooling: the
+  # same parameters and outputs; settings other than SAME odd-square kernels are computed
+  # as written (the 2x2 VALID case).
+  layer, before, after = {"upsample_conv": (conv_lib.UpsampleConv, _upsampled, lambda y: y),
+                          "conv_avg_pool": (conv_lib.ConvAvgPool, lambda x: x, _pooled)}[fused]
   x, _ = _arrays((2, 4, 4, 6), (1, 1, 1, 1))
   key = jax.random.PRNGKey(0)
   for kwargs in (dict(features=5, kernel_size=(3, 3), padding="SAME"),
                  dict(features=5, kernel_size=(1, 1), use_bias=False),
-                 # Not a SAME odd-square case: upsampled, then convolved as written.
                  dict(features=5, kernel_size=(2, 2), padding="VALID")):
-    theirs, ours = nn.Conv(**kwargs), conv_lib.UpsampleConv(**kwargs)
-    params = theirs.init(key, _upsampled(x))
+    theirs, ours = nn.Conv(**kwargs), layer(**kwargs)
+    params = theirs.init(key, before(x))
     assert jax.tree.map(jnp.shape, ours.init(key, x)) == jax.tree.map(jnp.shape, params)
-    _close(jax.jit(ours.apply)(params, x), theirs.apply(params, _upsampled(x)))
+    _close(jax.jit(ours.apply)(params, x), after(theirs.apply(params, before(x))))
   with pytest.raises(ValueError, match="odd square"):
-    conv_lib.upsample_conv(x, jnp.zeros((2, 2, 6, 5)))
+    getattr(conv_lib, fused)(x, jnp.zeros((2, 2, 6, 5)))
   with pytest.raises(ValueError, match="inputs"):
-    conv_lib.upsample_conv(x, jnp.zeros((3, 3, 4, 5)))
-
-
-def _pooled(y):
-  return nn.avg_pool(y, (2, 2), strides=(2, 2))
-
-
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_conv_avg_pool_is_the_pooled_convolution(k):
-  # One stride-2 convolution by the box-filtered kernel == Flax's 2x2 average pooling of a
-  # SAME convolution (the ResNet D's down-blocks), values and both gradients, for every impl,
-  # eagerly, under jit and under pmap.
-  x, kernel = _arrays((2, 8, 6, 4), (k, k, 4, 7))
-  ref = lambda x, k: _pooled(_ref_conv(x, k, (1, 1), "SAME"))
-  g = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 3, 7))
-  want = _value_and_grads(ref, x, kernel, g)
-  for impl in conv_lib.IMPLS:
-    f = lambda x, k, impl=impl: conv_lib.conv_avg_pool(x, k, impl)
-    for got in (_value_and_grads(f, x, kernel, g),
-                jax.jit(functools.partial(_value_and_grads, f))(x, kernel, g)):
-      for a, b in zip(got, want):
-        _close(a, b)
-  n = jax.local_device_count()
-  xs = jnp.stack([x * (i + 1) for i in range(n)])
-  got = jax.pmap(functools.partial(_value_and_grads, conv_lib.conv_avg_pool),
-                 in_axes=(0, None, 0))(xs, kernel, jnp.stack([g] * n))
-  for i in range(n):
-    for a, b in zip(got, _value_and_grads(ref, xs[i], kernel, g)):
-      _close(a[i], b)
-
-
-def test_conv_avg_pool_layer_is_flax_conv_then_pooling(monkeypatch):
-  monkeypatch.setattr(conv_lib, "resolve", lambda *a: conv_lib.Plan("native", "native",
-                                                                     "native"))
-  x, _ = _arrays((2, 8, 8, 6), (1, 1, 1, 1))
-  key = jax.random.PRNGKey(0)
-  for kwargs in (dict(features=5, kernel_size=(3, 3), padding="SAME"),
-                 dict(features=5, kernel_size=(1, 1), use_bias=False),
-                 dict(features=5, kernel_size=(2, 2), padding="VALID")):  # conv, then pool
-    theirs, ours = nn.Conv(**kwargs), conv_lib.ConvAvgPool(**kwargs)
-    params = theirs.init(key, x)
-    assert jax.tree.map(jnp.shape, ours.init(key, x)) == jax.tree.map(jnp.shape, params)
-    _close(jax.jit(ours.apply)(params, x), _pooled(theirs.apply(params, x)))
-  # A 3x3 is one 4x4 stride-2 convolution: 16/36 of the convolution before pooling.
-  (eqn,) = _convolutions(jax.make_jaxpr(lambda x, k: conv_lib.conv_avg_pool(x, k))(
-      x, jnp.zeros((3, 3, 6, 5))).jaxpr)
-  assert eqn.invars[1].aval.shape[:2] == (4, 4) and eqn.params["window_strides"] == (2, 2)
-  with pytest.raises(ValueError, match="even"):
-    conv_lib.conv_avg_pool(x[:, :7], jnp.zeros((3, 3, 6, 5)))
-  with pytest.raises(ValueError, match="odd square"):
-    conv_lib.conv_avg_pool(x, jnp.zeros((2, 2, 6, 5)))
+    getattr(conv_lib, fused)(x, jnp.zeros((3, 3, 4, 5)))
+  if fused == "conv_avg_pool":
+    with pytest.raises(ValueError, match="even"):
+      conv_lib.conv_avg_pool(x[:, :3], jnp.zeros((3, 3, 6, 5)))
