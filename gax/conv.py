@@ -12,7 +12,7 @@ and a training step runs three linear maps of it:
 XLA:CPU runs some of them far below the machine's matmul speed. Its worst case is C of a
 transposed convolution, which autodiff lowers to a convolution with a dilated input: 5 GFLOP/s
 for the DCGAN generator's layers on a 2-core AVX2 CPU that multiplies matrices at 100-140
-(issue 19 of the project). This module writes each of A, B and C through one of five
+(issue 19 of the project). This module writes each of A, B and C through one of six
 *formulations* of the same linear function, chosen per layer shape, and ties them together
 with a `jax.custom_jvp` whose tangent is `A_b(dx, k) + A_c(x, dk)`: JAX transposes the first
 term in x and the second in k, so reverse mode computes B with formulation `b` and C with
