@@ -169,6 +169,10 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in [
     Variant("top_k", {"tricks.top_k.enabled": True}),
     # Two time-scale update rule: D learns 4x faster than G, at SAGAN's rates.
     Variant("ttur", {"optimizer.d.learning_rate": 4e-4, "optimizer.g.learning_rate": 1e-4}),
+    # SNGAN's Adam (Miyato et al. 2018, table 1: beta1 0, beta2 0.9, with n_critic = 5 as
+    # `train_d_more` in the paper's best CIFAR-10 setting).
+    Variant("sngan_adam", {"optimizer.d.b1": 0.0, "optimizer.d.b2": 0.9,
+                           "optimizer.g.b1": 0.0, "optimizer.g.b2": 0.9}),
     # The SNGAN recipe: spectral norm in D, hinge loss, and an EMA of G's weights to sample.
     Variant("sn_hinge_ema", {"tricks.spectral_norm.enabled": True, "loss": "hinge",
                              "tricks.g_ema.enabled": True}),
@@ -217,6 +221,7 @@ SOURCES = {
     "g_ema": "Yazici et al. 2019 (decay 0.999)",
     "lr_decay": "learning rates of both players decayed linearly to 0 over the run",
     "top_k": "Sinha et al. 2020 (gamma 0.99, nu 0.5, k at its floor about half-way)",
+    "sngan_adam": "Miyato et al. 2018, table 1 (Adam beta1 0, beta2 0.9)",
     "ttur": "Heusel et al. 2017 (TTUR), at the rates of Zhang et al. 2019 (SAGAN): D 4e-4, "
             "G 1e-4",
     "sn_hinge_ema": "Miyato et al. 2018 (SNGAN: spectral norm, hinge loss) with G's EMA "
