@@ -102,8 +102,7 @@ def profile(model: str, resolution: int, batch_size: int, repeats: int = 10) -> 
   rng = np.random.default_rng(0)
   rows = []
   for kind, x_shape, k_shape, strides, pads in record_layers(model, resolution, batch_size):
-    out_hw = tuple(conv_lib.out_size(n, k, s, p) for n, k, s, p in
-                   zip(x_shape[1:3], k_shape[:2], strides, pads))
+    out_hw = conv_lib.conv_out_hw(x_shape, k_shape, strides, pads)
     y_shape = (x_shape[0], *out_hw, k_shape[-1])
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     k = jnp.asarray(rng.standard_normal(k_shape) * 0.05, jnp.float32)

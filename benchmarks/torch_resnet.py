@@ -68,7 +68,8 @@ class DBlock(nn.Module):
   def __init__(self, c_in: int, c: int, downsample: bool, first: bool, sn=lambda m: m):
     super().__init__()
     self.downsample, self.first = downsample, first
-    self.conv1, self.conv2 = sn(nn.Conv2d(c_in, c, 3, padding=1)), sn(nn.Conv2d(c, c, 3, padding=1))
+    self.conv1 = sn(nn.Conv2d(c_in, c, 3, padding=1))
+    self.conv2 = sn(nn.Conv2d(c, c, 3, padding=1))
     self.shortcut = sn(nn.Conv2d(c_in, c, 1)) if first or downsample or c_in != c else None
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -226,6 +226,13 @@ def out_size(n: int, k: int, s: int, pads: Tuple[int, int]) -> int:
   return (n + pads[0] + pads[1] - k) // s + 1
 
 
+def conv_out_hw(x_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int],
+           pads: Pads) -> Tuple[int, int]:
+  """The output height and width of an NHWC / HWIO convolution with explicit `pads`."""
+  return tuple(out_size(n, k, s, p) for n, k, s, p in
+               zip(x_shape[1:3], k_shape[:2], strides, pads))
+
+
 # ---------------------------------------------------------------------------------------------
 # Formulations of A: y = conv(x, k) with stride `strides`, explicit `pads`, NHWC / HWIO.
 
@@ -299,10 +306,9 @@ def _chunked_conv(x: jax.Array, k: jax.Array, strides: Tuple[int, int], pads: Pa
                   kernel_layout: str) -> jax.Array:
   """Native convolutions of the batch's chunks (`batch_chunk`), concatenated."""
   dn = _dimension_numbers(kernel_layout)
-  kh, kw = (k.shape[0], k.shape[1])
-  out_hw = [out_size(n, kk, s, p) for n, kk, s, p in zip(x.shape[1:3], (kh, kw), strides, pads)]
+  chunk = batch_chunk(x.shape[0], conv_out_hw(x.shape, k.shape, strides, pads))
   parts = [lax.conv_general_dilated(x[lo:hi], k, strides, pads, dimension_numbers=dn)
-           for lo, hi in _chunks(x.shape[0], batch_chunk(x.shape[0], out_hw))]
+           for lo, hi in _chunks(x.shape[0], chunk)]
   return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
 
 
@@ -479,12 +485,11 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
   formulations `impl` picks (module docstring)."""
   strides = _check(x, kernel, strides)
   pads = conv_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
-  out_hw = tuple(out_size(n, k, s, p) for n, k, s, p in
-                 zip(x.shape[1:3], kernel.shape[:2], strides, pads))
-  if min(out_hw) < 1:
+  hw = conv_out_hw(x.shape, kernel.shape, strides, pads)
+  if min(hw) < 1:
     raise ValueError(f"Convolution of {x.shape} by {kernel.shape} with strides {strides} and "
                      f"padding {pads} has no output positions.")
-  plan = resolve(impl, x.shape, kernel.shape, strides, out_hw)
+  plan = resolve(impl, x.shape, kernel.shape, strides, hw)
   if plan is None:
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
   return _conv(x, kernel, strides, pads, plan)
@@ -626,9 +631,7 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Ar
 def avg_pool2x(x: jax.Array) -> jax.Array:
   """2 x 2 average pooling with stride 2 of `[B, H, W, C]` (`flax.linen.avg_pool`'s VALID
   windows: an odd last row or column is dropped)."""
-  b, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
-  return jnp.mean(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
 def conv_avg_pool(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
@@ -669,18 +672,25 @@ def conv_general_dilated(impl: str = "auto") -> Callable[..., jax.Array]:
   return _FLAX_HOOKS[impl]
 
 
+def _plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+              batch_group_count, precision, preferred_element_type) -> bool:
+  """Whether a `conv_general_dilated` call is a 2D NHWC / HWIO convolution without dilation,
+  feature or batch groups, precision or element-type settings: what `conv` computes."""
+  return (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1
+          and batch_group_count == 1 and precision is None and preferred_element_type is None
+          and all(d == 1 for d in (lhs_dilation or (1, 1)))
+          and all(d == 1 for d in (rhs_dilation or (1, 1)))
+          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN))
+
+
 def _hook(impl: str):
 
   def conv_general_dilated_(lhs, rhs, window_strides, padding, lhs_dilation=None,
                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                             batch_group_count=1, precision=None, preferred_element_type=None):
-    plain = (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1
-             and batch_group_count == 1 and precision is None and preferred_element_type is None
-             and all(d == 1 for d in (lhs_dilation or (1, 1)))
-             and all(d == 1 for d in (rhs_dilation or (1, 1)))
-             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN))
-    if plain:
+    if _plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+                 batch_group_count, precision, preferred_element_type):
       return conv(lhs, rhs, window_strides, padding, impl)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -694,10 +704,11 @@ _FLAX_HOOKS = {impl: _hook(impl) for impl in IMPLS}
 
 
 def _resampling_hook(fused: Callable[..., jax.Array], before: Callable[[jax.Array], jax.Array],
-                     after: Callable[[jax.Array], jax.Array], impl: str):
+                     after: Callable[[jax.Array], jax.Array], even_sizes: bool, impl: str):
   """A `conv_general_dilated` for `nn.Conv` that computes `after(conv(before(lhs)))`: with
-  `fused(lhs, rhs, impl)` for a plain stride-1 SAME convolution by an odd square kernel
-  (even sizes for pooling), with `before` and `after` around lax's convolution otherwise."""
+  `fused(lhs, rhs, impl)` for a plain (`_plain_2d`) stride-1 SAME convolution by an odd
+  square kernel (of an input with even height and width where `even_sizes`), with `before`
+  and `after` around lax's convolution otherwise."""
 
   def conv_general_dilated_(lhs, rhs, window_strides, padding, lhs_dilation=None,
                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
@@ -705,15 +716,12 @@ def _resampling_hook(fused: Callable[..., jax.Array], before: Callable[[jax.Arra
     r = (rhs.shape[0] - 1) // 2
     same = (padding.upper() == "SAME" if isinstance(padding, str)
             else tuple(map(tuple, padding)) == ((r, r), (r, r)))
-    plain = (lhs.ndim == 4 and rhs.ndim == 4 and same and tuple(window_strides) == (1, 1)
+    plain = (_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, batch_group_count, precision,
+                       preferred_element_type)
+             and same and tuple(window_strides) == (1, 1)
              and rhs.shape[0] == rhs.shape[1] and rhs.shape[0] % 2 == 1
-             and (fused is not conv_avg_pool or lhs.shape[1] % 2 == lhs.shape[2] % 2 == 0)
-             and feature_group_count == 1 and batch_group_count == 1 and precision is None
-             and preferred_element_type is None
-             and all(d == 1 for d in (lhs_dilation or (1, 1)))
-             and all(d == 1 for d in (rhs_dilation or (1, 1)))
-             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN))
+             and not (even_sizes and (lhs.shape[1] % 2 or lhs.shape[2] % 2)))
     if plain:
       return fused(lhs, rhs, impl)
     return after(lax.conv_general_dilated(
@@ -726,9 +734,9 @@ def _resampling_hook(fused: Callable[..., jax.Array], before: Callable[[jax.Arra
 
 
 _identity = lambda x: x
-_UPSAMPLING_HOOKS = {impl: _resampling_hook(upsample_conv, upsample2x, _identity, impl)
+_UPSAMPLING_HOOKS = {impl: _resampling_hook(upsample_conv, upsample2x, _identity, False, impl)
                      for impl in IMPLS}
-_POOLING_HOOKS = {impl: _resampling_hook(conv_avg_pool, _identity, avg_pool2x, impl)
+_POOLING_HOOKS = {impl: _resampling_hook(conv_avg_pool, _identity, avg_pool2x, True, impl)
                   for impl in IMPLS}
 
 
@@ -792,4 +800,4 @@ __all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_plan", "conv", "conv
            "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation",
            "upsample2x", "upsample_conv", "UpsampleConv", "avg_pool2x", "conv_avg_pool",
-           "ConvAvgPool", "batch_chunk"]
+           "ConvAvgPool", "batch_chunk", "conv_out_hw"]

@@ -25,16 +25,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gax.conv import Conv, ConvAvgPool, UpsampleConv, check_impl
+from gax.conv import Conv, ConvAvgPool, UpsampleConv, avg_pool2x, check_impl
 from gax.layers import SelfAttention
 from gax.models.conditioning import VectorConditionalBatchNorm
 from gax.models.dcgan import num_stages
 
 _init = nn.initializers.xavier_uniform()
-
-
-def _avg_pool(x: jax.Array) -> jax.Array:
-  return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
 class _GBlock(nn.Module):
@@ -84,7 +80,7 @@ class _DBlock(nn.Module):
     # The optimised first block pools before its shortcut conv, the others after it (the
     # same for a 1x1 convolution, up to rounding).
     if self.first:
-      s = conv(1)(_avg_pool(x))
+      s = conv(1)(avg_pool2x(x))
     elif self.downsample or x.shape[-1] != self.channels:
       s = conv(1, pooled)(x)
     else:
