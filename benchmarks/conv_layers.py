@@ -75,7 +75,7 @@ def record_layers(model: str, resolution: int, batch_size: int, dtype: str = "fl
 
 
 def _best_time(f: Callable, args, repeats: int) -> float:
-  f = jax.jit(f)
+  f = jax.jit(f, compiler_options=conv_lib.compiler_options())
   jax.block_until_ready(f(*args))
   best = float("inf")
   for _ in range(repeats):

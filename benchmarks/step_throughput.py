@@ -245,7 +245,8 @@ class Timer:
     else:
       batch = rng.integers(0, 256, (n_critic, batch_size, *shape), dtype=np.uint8)
     self.batch = jax.device_put(batch)
-    lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(
+    lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0,
+                      compiler_options=conv_lib.compiler_options()).lower(
         self.state, self.batch)
     t0 = time.perf_counter()
     self.step = lowered.compile()

@@ -35,6 +35,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
 
 from gax import cli, builders, noise, trainer, visualize  # pylint: disable=g-import-not-at-top
+from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.steps import generate, sampling_player  # pylint: disable=g-import-not-at-top
 
@@ -141,7 +142,7 @@ def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, 
   y = trainer.sample_labels_for(gan, num_rows)
   gen = jax.vmap(lambda g, zc: generate(gan, sampling_player(g), zc, y, key=g_key),
                  in_axes=(None, 1), out_axes=1)
-  x = np.asarray(jax.jit(gen)(state.g, z), np.float32)  # [rows, steps, *data_shape]
+  x = np.asarray(jax.jit(gen, compiler_options=conv_lib.compiler_options())(state.g, z), np.float32)  # [rows, steps, *data_shape]
 
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   if x.ndim == 5:  # [rows, steps, H, W, C] images

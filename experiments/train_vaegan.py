@@ -28,6 +28,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from gax import cli, data as data_lib, loop, models, trainer, visualize  # pylint: disable=g-import-not-at-top
+from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from gax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 from gax.optimizers import build_optimizer  # pylint: disable=g-import-not-at-top
 from gax.steps import apply_model  # pylint: disable=g-import-not-at-top
@@ -43,7 +44,8 @@ def _build_cached(config):
   if key not in _BUILT:
     model, source = build(config)
     # The sources' batches are [n_critic = 1, B, ...]; the VAE-GAN step takes [B, ...].
-    step = jax.jit(lambda s, b: vaegan_train_step(model, s, b[0]), donate_argnums=0)
+    step = jax.jit(lambda s, b: vaegan_train_step(model, s, b[0]), donate_argnums=0,
+                   compiler_options=conv_lib.compiler_options())
     _BUILT[key] = (model, source, step)
   return _BUILT[key]
 

@@ -47,9 +47,15 @@ al. 2016: each output phase is an ordinary convolution of the input).
   "xla"     plain `lax` convolutions and JAX's own derivatives: exactly Flax's layers.
   "matmul"  taps for A and C, im2col (col2im) for B, whatever the shape.
   "auto"    on CPU, a per-shape plan measured on the project's 2-core CPUs, by the CPU's
-            instruction set (`cpu_plan`, `cpu_isa`); on every other backend "xla" (native
+            instruction set and the library XLA runs convolutions with (`cpu_plan`,
+            `cpu_isa`, `cpu_conv_library`); on every other backend "xla" (native
             convolutions, which cuDNN and the TPU compiler run well; nothing here was
             measured faster there).
+
+On CPU the library is a compiler option (`compiler_options`): on an Intel AVX-512 CPU gax
+compiles its steps with XLA's Eigen convolutions instead of YNNPACK's, which ran 25-40%
+slower there. gax's jitted steps and samplers pass these options; pass them to your own
+`jax.jit` of a gax step too.
 
 Parameters (names, shapes, initialisers) and outputs are those of `flax.linen.Conv` and
 `flax.linen.ConvTranspose` for every `impl`, so checkpoints and configs carry over;
@@ -61,7 +67,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+from absl import logging
 
 import flax.linen as nn
 import jax
@@ -114,6 +123,19 @@ class Plan:
                          f"{FORMULATIONS}.")
 
 
+def _cpuinfo(key: str) -> Optional[str]:
+  """The first `key : value` line's value in /proc/cpuinfo, `None` where there is none."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+          return value.strip()
+  except OSError:
+    pass
+  return None
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_isa() -> str:
   """"avx512" when this CPU has AVX-512 (the `avx512f` flag of /proc/cpuinfo), else "avx2".
@@ -123,25 +145,98 @@ def cpu_isa() -> str:
   products, so the matrix-product formulations won; on a 2-core AVX-512 EPYC (Zen 5) they run
   at 300-400 against 430, and the copies those formulations add cost more than they gain.
   """
+  flags = _cpuinfo("flags")
+  return "avx512" if flags is not None and "avx512f" in flags.split() else "avx2"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_vendor() -> str:
+  """The CPU's `vendor_id` in /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or ""."""
+  return _cpuinfo("vendor_id") or ""
+
+
+# Which library runs XLA:CPU's convolutions, and the compiler options that choose it. By
+# default XLA (jaxlib 0.10) hands single convolutions, single matrix products and reductions
+# to YNNPACK; "eigen" is that list without the convolutions, which then run in XLA's Eigen
+# runtime. (The list matters: without YNNPACK's reductions, batch norm's statistics and the
+# bias gradients cost the DCGAN step about 40% more; with its elementwise fusions added,
+# about 15% more: docs/speed.md.)
+CONV_LIBRARIES = ("ynnpack", "eigen")
+CPU_COMPILER_OPTIONS = {
+    "ynnpack": {},
+    "eigen": {"xla_cpu_experimental_ynn_fusion_type":
+              "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
+}
+CONV_LIBRARY_ENV = "GAX_CPU_CONV_LIBRARY"
+
+
+@functools.lru_cache(maxsize=None)
+def _options_compile(library: str) -> bool:
+  """Whether this jaxlib compiles a CPU computation with `library`'s options."""
+  options = CPU_COMPILER_OPTIONS[library]
+  if not options:
+    return True
   try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return "avx512" if "avx512f" in line.split() else "avx2"
-  except OSError:
-    pass
-  return "avx2"
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(
+        jax.ShapeDtypeStruct((), jnp.float32)).compile()
+  except RuntimeError as e:  # jax.errors.JaxRuntimeError: no such option, or a bad value
+    logging.warning("This jaxlib refuses the compiler options %s (%s); gax.conv's CPU plan "
+                    "falls back to the YNNPACK table, tuned for XLA's default libraries.",
+                    options, e)
+    return False
+  return True
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_conv_library() -> str:
+  """The library gax has XLA:CPU run its convolutions with: "eigen" or "ynnpack".
+
+  `$GAX_CPU_CONV_LIBRARY` sets it; by default "eigen" on Intel CPUs with AVX-512, where
+  XLA's Eigen convolutions ran 25-40% faster than YNNPACK's (forward passes of the DCGAN's
+  large layers 270-290 GFLOP/s against 205-235 on a 2-core Sapphire Rapids Xeon; kernel
+  gradients up to 2x), and "ynnpack" elsewhere: on the AMD EPYC machines (Zen 4 and 5)
+  YNNPACK ran them near the matrix-product speed. `cpu_plan` has a table for each, and
+  `compiler_options` gives the options a step must be compiled with for the choice to hold.
+  """
+  choice = os.environ.get(CONV_LIBRARY_ENV, "")
+  if choice:
+    if choice not in CONV_LIBRARIES:
+      raise ValueError(f"${CONV_LIBRARY_ENV} must be one of {CONV_LIBRARIES}; got {choice!r}.")
+    if not _options_compile(choice):
+      raise ValueError(f"${CONV_LIBRARY_ENV}={choice}, but this jaxlib refuses its compiler "
+                       f"options {CPU_COMPILER_OPTIONS[choice]}.")
+    return choice
+  if cpu_isa() == "avx512" and cpu_vendor() == "GenuineIntel" and _options_compile("eigen"):
+    return "eigen"
+  return "ynnpack"
+
+
+def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
+  """The XLA compiler options for a jitted function that runs `gax.conv` on `backend`
+  (default: JAX's default backend): on CPU those of `cpu_conv_library()`, elsewhere none.
+
+  gax's own jitted steps and samplers pass them (`jax.jit(..., compiler_options=...)`); a
+  step jitted without them runs its convolutions in YNNPACK with a plan meant for Eigen,
+  which is correct but slower. `jax.pmap` takes no compiler options, so a pmapped step
+  runs with XLA's defaults.
+  """
+  backend = jax.default_backend() if backend is None else backend
+  if backend != "cpu":
+    return {}
+  return dict(CPU_COMPILER_OPTIONS[cpu_conv_library()])
 
 
 def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int, int],
-             out_hw: Tuple[int, int], isa: Optional[str] = None) -> Plan:
+             out_hw: Tuple[int, int], isa: Optional[str] = None,
+             library: Optional[str] = None) -> Plan:
   """The plan "auto" uses on CPU for a convolution of `x_shape` by `k_shape` (HWIO), on a CPU
-  of kind `isa` ("avx2" or "avx512"; default `cpu_isa()`).
+  of kind `isa` ("avx2" or "avx512"; default `cpu_isa()`) whose XLA runs convolutions with
+  `library` ("eigen" or "ynnpack"; default `cpu_conv_library()`).
 
   From per-map timings of the DCGAN's and the SNGAN ResNet's layers at batch 32 and 64
   (`benchmarks/conv_layers.py` prints them), then whole-step A/B timings of candidate plans
   in one process, on 2-core AMD EPYC machines (AVX2; AVX-512 Zen 4 and 5) and a 2-core
-  Sapphire Rapids Xeon (AVX-512) (docs/speed.md). Both tables:
+  Sapphire Rapids Xeon (AVX-512) (docs/speed.md). Every table:
 
   * a 1x1 stride-1 convolution is a matrix product: taps for all three maps;
   * few input channels after space-to-depth (<= 16, an RGB image's first layer): im2col for
@@ -158,16 +253,24 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
   into the kernel's layout, and XLA:CPU fuses that reassembly into each of the optimizer's
   elementwise updates (four for Adam) rather than materialising it once.
 
-  AVX-512, for the rest: native for A and B, and XLA's own kernel gradient for C (it ran at
-  180-200 GFLOP/s against 76-80 for patches on Zen 5), taken over batch chunks ("chunked"):
-  on a Sapphire Rapids Xeon a whole-batch kernel gradient of a 16x16-output layer ran at
-  95 GFLOP/s and at 160-180 in chunks of 4 images, and the chunks change nothing where the
-  batch already has fewer than `CHUNK_POSITIONS` output positions. A ConvTranspose's kernel
-  gradient is XLA's kernel gradient of A the same way (`transpose_plan`).
+  AVX-512 with YNNPACK, for the rest: native for A and B, and XLA's own kernel gradient for
+  C (it ran at 180-200 GFLOP/s against 76-80 for patches on Zen 5), taken over batch chunks
+  ("chunked"): on a Sapphire Rapids Xeon a whole-batch kernel gradient of a 16x16-output
+  layer ran at 95 GFLOP/s and at 160-180 in chunks of 4 images, and the chunks change nothing
+  where the batch already has fewer than `CHUNK_POSITIONS` output positions. A
+  ConvTranspose's kernel gradient is XLA's kernel gradient of A the same way
+  (`transpose_plan`).
+
+  AVX-512 with Eigen (the Sapphire Rapids Xeon): native for A, B and C. Eigen's kernel
+  gradient of the whole batch ran at 200-260 GFLOP/s, where chunks lost up to 40%, and
+  matrix forms for B on small outputs changed the step by less than its noise.
   """
   isa = cpu_isa() if isa is None else isa
   if isa not in ("avx2", "avx512"):
     raise ValueError(f"cpu_plan's isa must be 'avx2' or 'avx512', got {isa!r}.")
+  library = cpu_conv_library() if library is None else library
+  if library not in CONV_LIBRARIES:
+    raise ValueError(f"cpu_plan's library must be one of {CONV_LIBRARIES}, got {library!r}.")
   kh, kw, c_in, _ = k_shape
   sh, sw = strides
   if kh * kw == 1 and sh * sw == 1:
@@ -178,7 +281,8 @@ def cpu_plan(x_shape: Sequence[int], k_shape: Sequence[int], strides: Tuple[int,
     return Plan("native", "s2d", "native")
   large = out_hw[0] * out_hw[1] >= 256
   if isa == "avx512":
-    return Plan("native", "s2d" if large else "native", "chunked")
+    return Plan("native", "s2d" if large else "native",
+                "native" if library == "eigen" else "chunked")
   if large:
     return Plan("native", "s2d", "patches" if sh * sw > 1 else "taps")
   return Plan("taps", "im2col", "im2col")
@@ -796,7 +900,8 @@ class ConvTranspose(nn.Module):
     return y
 
 
-__all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_plan", "conv", "conv_transpose",
+__all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_vendor", "cpu_conv_library",
+           "compiler_options", "CONV_LIBRARIES", "CPU_COMPILER_OPTIONS", "cpu_plan", "conv", "conv_transpose",
            "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation",
            "upsample2x", "upsample_conv", "UpsampleConv", "avg_pool2x", "conv_avg_pool",

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -62,6 +63,7 @@ from absl import logging
 from flax import traverse_util
 
 from gax import checks, rejection
+from gax import conv as conv_lib
 from gax.checkpoint import Checkpointer
 from gax.data import MixtureSource
 from gax.metrics import classifier as classifier_lib
@@ -280,7 +282,7 @@ def _generator_fn(gan: GAN, batch_size: int, quantize: bool):
   if cache_key in _GENERATORS and _GENERATORS[cache_key][0] is gan:
     return _GENERATORS[cache_key][1]
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=conv_lib.compiler_options())
   def gen(g, key, start):
     x = generate_indexed(gan, g, key, start, batch_size)
     if quantize:  # as a PNG stores it: [-1, 1] -> uint8

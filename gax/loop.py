@@ -43,6 +43,7 @@ import numpy as np
 from absl import logging
 
 from gax import evaluation, parallel, visualize
+from gax import conv as conv_lib
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
 from gax.data import fetch_size, prefetch
@@ -102,7 +103,8 @@ class SampleGrid(Callback):
     y = grid_labels(gan, int(num))
     # A fixed key too, for G's dropout or noise layers, so successive grids are comparable.
     self._generate = jax.jit(lambda g: generate(gan, sampling_player(g), z, y,
-                                                key=jax.random.PRNGKey(seed + 3)))
+                                                key=jax.random.PRNGKey(seed + 3)),
+                             compiler_options=conv_lib.compiler_options())
     self.last_path: Optional[str] = None
 
   def on_step(self, step: int, state: GANState) -> None:

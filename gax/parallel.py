@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gax import checks
+from gax import conv as conv_lib
 from gax.steps import GAN, Metrics, train_step
 
 DEFAULT_AXIS = "batch"
@@ -116,7 +117,8 @@ def sharded_train_step(gan: GAN, mesh: Mesh) -> Callable[[Any, Any], Tuple[Any, 
                      f"{gan.axis_name!r} (that is for pmap).")
   rep = replicated_sharding(mesh)
   return jax.jit(functools.partial(train_step, gan), donate_argnums=0,
-                 in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep))
+                 in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep),
+                 compiler_options=conv_lib.compiler_options())
 
 
 # ----------------------------------------------------------------------------------------------

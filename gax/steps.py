@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import optax
 
 from gax import checks, noise
+from gax import conv as conv_lib
 from gax.losses import GANLoss, auxiliary_classifier_loss
 from gax.models.conditioning import CONDITIONING, D_TAKES_LABELS
 from gax.penalties import Penalty
@@ -739,7 +740,8 @@ def train_step(gan: GAN, state: GANState, batch: Any) -> Tuple[GANState, Metrics
 
 def jit_train_step(gan: GAN) -> Callable[[GANState, Any], Tuple[GANState, Metrics]]:
   """`train_step` bound to `gan`, jitted, with the input state's buffers donated."""
-  return jax.jit(functools.partial(train_step, gan), donate_argnums=0)
+  return jax.jit(functools.partial(train_step, gan), donate_argnums=0,
+                 compiler_options=conv_lib.compiler_options())
 
 
 def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:

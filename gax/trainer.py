@@ -51,6 +51,7 @@ import numpy as np
 from absl import logging
 
 from gax import builders, evaluation, loop, noise, parallel
+from gax import conv as conv_lib
 from gax import monitor as monitor_lib
 from gax.checkpoint import Checkpointer
 from gax.cli import TRACEBACK_ENV
@@ -197,7 +198,8 @@ def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int 
   default sample i gets class `i mod num_classes` (see `sample_labels_for`).
   """
   y = sample_labels_for(gan, num, labels)
-  gen = jax.jit(lambda g, z, y, k: generate(gan, sampling_player(g), z, y, key=k))
+  gen = jax.jit(lambda g, z, y, k: generate(gan, sampling_player(g), z, y, key=k),
+                compiler_options=conv_lib.compiler_options())
   keys = jax.random.split(key, math.ceil(num / batch_size))
   out = []
   for i, k in enumerate(keys):

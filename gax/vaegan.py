@@ -69,6 +69,7 @@ import jax.numpy as jnp
 import optax
 
 from gax import checks, noise
+from gax import conv as conv_lib
 from gax.losses import (binary_cross_entropy_with_logits, focal_reconstruction_loss,
                         gaussian_kl, minimax_d_loss, non_saturating_g_loss)
 from gax.models.dcgan import num_stages
@@ -434,7 +435,8 @@ def vaegan_train_step(model: VAEGAN, state: VAEGANState, batch: Array
 def jit_vaegan_train_step(model: VAEGAN) -> Callable[[VAEGANState, Array],
                                                      Tuple[VAEGANState, Metrics]]:
   """`vaegan_train_step` bound to `model`, jitted, with the input state's buffers donated."""
-  return jax.jit(functools.partial(vaegan_train_step, model), donate_argnums=0)
+  return jax.jit(functools.partial(vaegan_train_step, model), donate_argnums=0,
+                 compiler_options=conv_lib.compiler_options())
 
 
 def pmap_vaegan_train_step(model: VAEGAN) -> Callable[[Any, Array], Tuple[Any, Metrics]]:

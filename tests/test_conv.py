@@ -332,17 +332,22 @@ def test_auto_uses_the_plan_on_cpu_and_xla_uses_lax():
   assert conv_lib.resolve("xla", x.shape, k.shape, (2, 2), (4, 4)) is None
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
-def test_cpu_plans_of_both_instruction_sets(isa, monkeypatch):
+@pytest.mark.parametrize("isa,library", [("avx2", "ynnpack"), ("avx512", "ynnpack"),
+                                         ("avx512", "eigen")])
+def test_cpu_plans_of_every_table(isa, library, monkeypatch):
   # Each table's plans for the DCGAN's geometries give lax's values and gradients (the
-  # machine running the test picks one table; the other is forced here); on AVX2 a
-  # ConvTranspose's kernel gradient is a matrix form, on AVX-512 it may be native.
+  # machine running the test picks one table; the others are forced here); on AVX2 a
+  # ConvTranspose's kernel gradient is a matrix form, on AVX-512 it may be native: chunked
+  # for YNNPACK, over the whole batch for Eigen.
   monkeypatch.setattr(conv_lib, "cpu_isa", lambda: isa)
+  monkeypatch.setattr(conv_lib, "cpu_conv_library", lambda: library)
   for x_shape, k_shape in [((2, 8, 8, 16), (4, 4, 16, 24)), ((2, 32, 32, 24), (4, 4, 24, 32))]:
     out_hw = (x_shape[1] // 2,) * 2
     plan = conv_lib.cpu_plan(x_shape, k_shape, (2, 2), out_hw)
     assert plan == conv_lib.resolve("auto", x_shape, k_shape, (2, 2), out_hw)
     assert (conv_lib.transpose_plan(plan).c not in ("native", "chunked")) == (isa == "avx2")
+    if isa == "avx512":
+      assert plan.c == {"ynnpack": "chunked", "eigen": "native"}[library]
     x, k = _arrays(x_shape, k_shape)
     ref = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
                                                 dimension_numbers=DN)
@@ -353,6 +358,58 @@ def test_cpu_plans_of_both_instruction_sets(isa, monkeypatch):
       _close(a, b)
   with pytest.raises(ValueError, match="isa"):
     conv_lib.cpu_plan((2, 8, 8, 16), (4, 4, 16, 24), (2, 2), (4, 4), isa="neon")
+  with pytest.raises(ValueError, match="library"):
+    conv_lib.cpu_plan((2, 8, 8, 16), (4, 4, 16, 24), (2, 2), (4, 4), library="onednn")
+
+
+@pytest.fixture
+def _fresh_library_choice():
+  conv_lib.cpu_conv_library.cache_clear()
+  yield
+  conv_lib.cpu_conv_library.cache_clear()
+
+
+@pytest.mark.parametrize("isa,vendor,env,want", [
+    ("avx512", "GenuineIntel", "", "eigen"),
+    ("avx512", "AuthenticAMD", "", "ynnpack"),
+    ("avx2", "GenuineIntel", "", "ynnpack"),
+    ("avx512", "", "", "ynnpack"),
+    ("avx512", "GenuineIntel", "ynnpack", "ynnpack"),
+    ("avx2", "AuthenticAMD", "eigen", "eigen"),
+])
+def test_cpu_conv_library_by_machine_and_environment(isa, vendor, env, want, monkeypatch,
+                                                    _fresh_library_choice):
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: isa)
+  monkeypatch.setattr(conv_lib, "cpu_vendor", lambda: vendor)
+  monkeypatch.setenv(conv_lib.CONV_LIBRARY_ENV, env)
+  assert conv_lib.cpu_conv_library() == want
+  assert conv_lib.compiler_options("cpu") == conv_lib.CPU_COMPILER_OPTIONS[want]
+  assert conv_lib.compiler_options("gpu") == {} and conv_lib.compiler_options("tpu") == {}
+
+
+def test_bad_conv_library_in_the_environment_is_refused(monkeypatch, _fresh_library_choice):
+  monkeypatch.setenv(conv_lib.CONV_LIBRARY_ENV, "onednn")
+  with pytest.raises(ValueError, match="GAX_CPU_CONV_LIBRARY.*onednn"):
+    conv_lib.cpu_conv_library()
+
+
+def test_eigen_options_move_convolutions_out_of_ynnpack():
+  # With the "eigen" options XLA:CPU runs the convolution itself, outside any YNNPACK fusion,
+  # while keeping YNNPACK's reductions (the batch norm statistics' kernels), and the values
+  # are those of the default compilation.
+  if jax.default_backend() != "cpu":
+    pytest.skip("XLA:CPU compiler options")
+  x, k = _arrays((8, 16, 16, 32), (3, 3, 32, 32))
+  f = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DN)
+  options = conv_lib.CPU_COMPILER_OPTIONS["eigen"]
+  eigen = jax.jit(lambda x, k: (f(x, k), jnp.sum(x * x, axis=(0, 1, 2))),
+                  compiler_options=options)
+  hlo = eigen.lower(x, k).compile().as_text()
+  # The default compilation puts the convolution inside a fusion computation called from
+  # ENTRY as `kind=kCustom ... "__ynn_fusion"`; here the ENTRY computation runs it itself.
+  entry = hlo[hlo.index("ENTRY"):]
+  assert "convolution(" in entry and '"__ynn_fusion"' in entry
+  np.testing.assert_allclose(eigen(x, k)[0], jax.jit(f)(x, k), rtol=1e-5, atol=1e-3)
 
 
 def test_bad_input_is_refused():

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from gax import conv as conv_lib
 from gax import losses, models, parallel
 from gax.steps import GAN, d_step, g_step, init_state, jit_train_step, train_step
 
@@ -61,6 +62,15 @@ def test_jit_train_step_donates_the_state(setup):
   fresh = jax.tree_util.tree_map(jnp.copy, state)
   jit_train_step(gan)(fresh, batch)
   assert all(x.is_deleted() for x in jax.tree_util.tree_leaves(fresh.g.params))
+
+
+def test_jit_train_step_compiles_with_gax_conv_options(setup, monkeypatch):
+  # The jitted step takes its XLA options from gax.conv (on CPU, the library the plan was
+  # tuned for): an option XLA refuses must surface when the step compiles.
+  gan, state, batch, _ = setup
+  monkeypatch.setattr(conv_lib, "compiler_options", lambda: {"xla_gax_no_such_option": "1"})
+  with pytest.raises(RuntimeError, match="xla_gax_no_such_option"):
+    jit_train_step(gan).lower(state, batch).compile()
 
 
 def test_train_step_equals_a_loop_of_critic_steps_then_a_generator_step(setup):
