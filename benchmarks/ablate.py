@@ -48,7 +48,7 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
               digits_steps: int, hidden: Sequence[int], root: str,
               digits_samples: int = 1000, arch: str = "gax",
               first_seed: int = 0, data_fraction: float = 1.0,
-              base_variant: str = "") -> List[sweep.Job]:
+              base_variant: str = "", digits_evals: int = 2) -> List[sweep.Job]:
   """The jobs of a sweep: for each dataset the baseline and every variant name, each seed.
 
   Image datasets train on `data_fraction` of their images (`gax.data.class_fraction`) and
@@ -63,7 +63,7 @@ def make_jobs(datasets: Sequence[str], names: Sequence[str], seeds: int, mixture
     if dataset in variants_lib.IMAGE_DATASETS:
       steps = digits_steps
       base = variants_lib.base_for(
-          dataset, steps, num_samples=digits_samples, fraction=data_fraction,
+          dataset, steps, evals=digits_evals, num_samples=digits_samples, fraction=data_fraction,
           classifier_path=os.path.abspath(os.path.join(root, f"{dataset}_classifier.npz")))
     else:
       if data_fraction != 1.0:
@@ -122,7 +122,8 @@ def main(argv):
   try:
     jobs = make_jobs(FLAGS.datasets, names, FLAGS.seeds, FLAGS.mixture_steps,
                      FLAGS.digits_steps, hidden, FLAGS.workdir, FLAGS.digits_samples,
-                     FLAGS.arch, FLAGS.first_seed, FLAGS.data_fraction, FLAGS.base_variant)
+                     FLAGS.arch, FLAGS.first_seed, FLAGS.data_fraction, FLAGS.base_variant,
+                     FLAGS.digits_evals)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs in %s", len(jobs), FLAGS.workdir)
@@ -151,6 +152,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("arch", "gax", variants_lib.ARCHS, "Mixture networks and optimiser: gax's "
                     "MLPs, or those of the PacGAN code (benchmarks/variants.py: PACGAN_ARCH).")
   flags.DEFINE_integer("digits_samples", 1000, "Generated images per digits evaluation.")
+  flags.DEFINE_integer("digits_evals", 2, "Evaluations (and checkpoints) per image-dataset "
+                       "run, evenly spaced; the table reads the last.")
   flags.DEFINE_string("workdir", "runs/ablate", "Root of the runs and the result table.")
   flags.DEFINE_string("table_name", "ablation", "The table is <workdir>/<table_name>.md, the "
                       "records <table_name>.jsonl.")

@@ -124,7 +124,7 @@ def _schedule(c: ml_collections.ConfigDict, steps: int, evals: int) -> None:
   c.train.steps = int(steps)
   c.train.log_every = max(every // 10, 1)
   c.train.sample_every = 0  # no sample grids: the evaluations are the record
-  c.train.checkpoint_every = int(steps)  # one checkpoint, at the end
+  c.train.checkpoint_every = every  # at each evaluation: a stopped sweep resumes from there
   c.eval.every = every
 
 

@@ -347,3 +347,7 @@ def test_ablate_jobs_share_one_digits_classifier(tmp_path):
   assert {j.base.eval.classifier_path for j in jobs} == {
       os.path.abspath(str(tmp_path / "digits_classifier.npz"))}
   assert isinstance(jobs[0].base, ml_collections.ConfigDict)
+  # Evaluations and checkpoints coincide, evenly spaced: 2 by default, --digits_evals more.
+  assert (jobs[0].base.eval.every, jobs[0].base.train.checkpoint_every) == (5, 5)
+  four = ablate.make_jobs(["digits"], [], 1, 10, 12, (8,), str(tmp_path), digits_evals=4)
+  assert (four[0].base.eval.every, four[0].base.train.checkpoint_every) == (3, 3)
