@@ -177,8 +177,9 @@ def _options_compile(library: str) -> bool:
   if not options:
     return True
   try:
+    on_cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
     jax.jit(lambda x: x + 1, compiler_options=options).lower(
-        jax.ShapeDtypeStruct((), jnp.float32)).compile()
+        jax.ShapeDtypeStruct((), jnp.float32, sharding=on_cpu)).compile()
   except RuntimeError as e:  # jax.errors.JaxRuntimeError: no such option, or a bad value
     logging.warning("This jaxlib refuses the compiler options %s (%s); gax.conv's CPU plan "
                     "falls back to the YNNPACK table, tuned for XLA's default libraries.",

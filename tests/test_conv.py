@@ -365,8 +365,10 @@ def test_cpu_plans_of_every_table(isa, library, monkeypatch):
 @pytest.fixture
 def _fresh_library_choice():
   conv_lib.cpu_conv_library.cache_clear()
+  conv_lib._options_compile.cache_clear()  # pylint: disable=protected-access
   yield
   conv_lib.cpu_conv_library.cache_clear()
+  conv_lib._options_compile.cache_clear()  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("isa,vendor,env,want", [
@@ -390,6 +392,22 @@ def test_cpu_conv_library_by_machine_and_environment(isa, vendor, env, want, mon
 def test_bad_conv_library_in_the_environment_is_refused(monkeypatch, _fresh_library_choice):
   monkeypatch.setenv(conv_lib.CONV_LIBRARY_ENV, "onednn")
   with pytest.raises(ValueError, match="GAX_CPU_CONV_LIBRARY.*onednn"):
+    conv_lib.cpu_conv_library()
+
+
+def test_options_this_jaxlib_refuses_keep_the_ynnpack_table(monkeypatch, _fresh_library_choice):
+  # A jaxlib without the option (or without that enum value): the default falls back to
+  # "ynnpack" (with a warning), and asking for "eigen" explicitly is an error.
+  monkeypatch.setattr(conv_lib, "cpu_isa", lambda: "avx512")
+  monkeypatch.setattr(conv_lib, "cpu_vendor", lambda: "GenuineIntel")
+  monkeypatch.setitem(conv_lib.CPU_COMPILER_OPTIONS, "eigen",
+                      {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_NO_SUCH"})
+  monkeypatch.delenv(conv_lib.CONV_LIBRARY_ENV, raising=False)
+  assert conv_lib.cpu_conv_library() == "ynnpack"
+  assert conv_lib.compiler_options("cpu") == {}
+  conv_lib.cpu_conv_library.cache_clear()
+  monkeypatch.setenv(conv_lib.CONV_LIBRARY_ENV, "eigen")
+  with pytest.raises(ValueError, match="refuses"):
     conv_lib.cpu_conv_library()
 
 
