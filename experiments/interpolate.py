@@ -142,7 +142,8 @@ def interpolate(workdir: str, out: str, num_rows: int = 8, num_steps: int = 10, 
   y = trainer.sample_labels_for(gan, num_rows)
   gen = jax.vmap(lambda g, zc: generate(gan, sampling_player(g), zc, y, key=g_key),
                  in_axes=(None, 1), out_axes=1)
-  x = np.asarray(jax.jit(gen, compiler_options=conv_lib.compiler_options())(state.g, z), np.float32)  # [rows, steps, *data_shape]
+  gen = jax.jit(gen, compiler_options=conv_lib.compiler_options())
+  x = np.asarray(gen(state.g, z), np.float32)  # [rows, steps, *data_shape]
 
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   if x.ndim == 5:  # [rows, steps, H, W, C] images

@@ -332,7 +332,7 @@ def out_size(n: int, k: int, s: int, pads: Tuple[int, int]) -> int:
 
 
 def conv_out_hw(x_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int],
-           pads: Pads) -> Tuple[int, int]:
+                pads: Pads) -> Tuple[int, int]:
   """The output height and width of an NHWC / HWIO convolution with explicit `pads`."""
   return tuple(out_size(n, k, s, p) for n, k, s, p in
                zip(x_shape[1:3], k_shape[:2], strides, pads))
@@ -902,7 +902,8 @@ class ConvTranspose(nn.Module):
 
 
 __all__ = ["IMPLS", "FORMULATIONS", "Plan", "cpu_isa", "cpu_vendor", "cpu_conv_library",
-           "compiler_options", "CONV_LIBRARIES", "CPU_COMPILER_OPTIONS", "cpu_plan", "conv", "conv_transpose",
+           "compiler_options", "CONV_LIBRARIES", "CPU_COMPILER_OPTIONS", "cpu_plan", "conv",
+           "conv_transpose",
            "transpose_geometry", "transpose_in_x", "transpose_plan",
            "conv_general_dilated", "Conv", "ConvTranspose", "apply_formulation",
            "upsample2x", "upsample_conv", "UpsampleConv", "avg_pool2x", "conv_avg_pool",
