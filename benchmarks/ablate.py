@@ -31,6 +31,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
 from gax import sweep, trainer  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -111,6 +112,7 @@ def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str],
 def main(argv):
   del argv
   trainer.quiet_library_logs()
+  host.tune_malloc()
   names = list(FLAGS.variants)
   if names == ["all"]:
     names = [n for n in variants_lib.VARIANTS if n != "baseline"]

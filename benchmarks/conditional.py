@@ -30,6 +30,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
 from experiments.configs import dcgan_digits, dcgan_digits_sn  # pylint: disable=g-import-not-at-top
 from gax import sweep, trainer  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -78,6 +79,7 @@ def write_outputs(root: str, records, name: str = "conditional") -> str:
 def main(argv):
   del argv
   trainer.quiet_library_logs()
+  host.tune_malloc()
   try:
     jobs = make_jobs(list(FLAGS.conditionings), FLAGS.seeds, FLAGS.steps, FLAGS.base,
                      FLAGS.workdir, FLAGS.num_samples, FLAGS.first_seed)

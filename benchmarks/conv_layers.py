@@ -38,6 +38,7 @@ from jax import lax  # pylint: disable=g-import-not-at-top
 
 from benchmarks import step_throughput  # pylint: disable=g-import-not-at-top
 from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 from gax.steps import init_state, train_step  # pylint: disable=g-import-not-at-top
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -155,6 +156,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  host.tune_malloc()
   if FLAGS.model == "mlp":
     raise app.UsageError("--model=mlp has no convolutions.")
   rows = profile(FLAGS.model, FLAGS.resolution, FLAGS.batch_size, FLAGS.repeats)

@@ -47,6 +47,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 
 from gax import builders, data  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 
 
 def synthetic_source(batch_size: int, num_images: int, resolution: int,
@@ -177,6 +178,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  host.tune_malloc()
   try:
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
   except ValueError:

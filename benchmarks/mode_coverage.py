@@ -37,6 +37,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from benchmarks import variants as variants_lib  # pylint: disable=g-import-not-at-top
 from gax import evaluation, sweep, trainer  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 CALIBRATE_LR = evaluation.EvalSettings.drs_calibrate_lr  # DRS calibration's default rate
@@ -177,6 +178,7 @@ def write_outputs(root: str, records: Sequence[Dict], datasets: Sequence[str]) -
 def main(argv):
   del argv
   trainer.quiet_library_logs()
+  host.tune_malloc()
   try:
     hidden = [int(h) for h in FLAGS.hidden]
     jobs = make_jobs(FLAGS.datasets, FLAGS.methods, FLAGS.seeds, FLAGS.steps, hidden,

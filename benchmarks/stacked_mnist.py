@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from gax import builders, sweep, trainer  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 TABLE_FILE = "stacked_mnist.md"
@@ -145,6 +146,7 @@ def write_outputs(root: str, records: Sequence[Dict]) -> str:
 def main(argv):
   del argv
   trainer.quiet_library_logs()
+  host.tune_malloc()
   root = FLAGS.workdir
   classifier = os.path.abspath(os.path.join(root, f"mnist_classifier_{FLAGS.image_size}.npz"))
   try:

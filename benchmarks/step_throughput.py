@@ -67,6 +67,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from benchmarks import variants  # pylint: disable=g-import-not-at-top
 from gax import builders, trainer  # pylint: disable=g-import-not-at-top
 from gax import conv as conv_lib  # pylint: disable=g-import-not-at-top
+from gax import host  # pylint: disable=g-import-not-at-top
 from gax.steps import GAN, init_state, train_step  # pylint: disable=g-import-not-at-top
 
 MODELS = ("dcgan", "resnet", "mlp")
@@ -391,7 +392,8 @@ def main(argv):
     except ImportError as e:
       raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
     torch_steps = {"dcgan": torch_dcgan.DCGANStep, "resnet": torch_resnet.ResNetStep}
-  logging.info("Backend %s, devices %s", jax.default_backend(), jax.devices())
+  logging.info("Backend %s, devices %s; malloc %s (gax.host)", jax.default_backend(),
+               jax.devices(), "tuned" if host.tune_malloc() else "default")
   results = []
   runs = []
   for model, bs, dtype, impl in itertools.product(FLAGS.models, batch_sizes, FLAGS.dtypes,

@@ -14,15 +14,15 @@ and the modules `gax.steps` (the step and its parts), `gax.loop`, `gax.trainer`,
 `gax.state`, `gax.losses`, `gax.penalties`, `gax.transforms` (Optax transforms),
 `gax.tricks`, `gax.augment`, `gax.spectral`, `gax.layers`, `gax.conv`, `gax.models`,
 `gax.data`, `gax.noise`, `gax.optimizers`, `gax.parallel`, `gax.metrics`,
-`gax.evaluation`, `gax.rejection`, `gax.visualize`, `gax.checkpoint`. Each module lists
-its public names in `__all__`.
+`gax.evaluation`, `gax.rejection`, `gax.visualize`, `gax.checkpoint`, `gax.host` (the
+allocator setting of gax's launchers). Each module lists its public names in `__all__`.
 
 Importing gax creates no JAX array, so `jax.distributed.initialize` can still run after it.
 """
 
-from gax import (augment, checkpoint, conv, data, evaluation, layers, loop, losses, metrics,
-                 models, monitor, noise, optimizers, parallel, penalties, rejection, spectral,
-                 state, steps, trainer, transforms, tricks, visualize)
+from gax import (augment, checkpoint, conv, data, evaluation, host, layers, loop, losses,
+                 metrics, models, monitor, noise, optimizers, parallel, penalties, rejection,
+                 spectral, state, steps, trainer, transforms, tricks, visualize)
 from gax.evaluation import EvalSettings, Evaluator, ImageEvaluator, ModeCoverageEvaluator
 from gax.loop import Callback, SampleGrid, fit
 from gax.monitor import Monitor
@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # Modules.
-    "augment", "checkpoint", "conv", "data", "evaluation", "layers", "loop", "losses",
+    "augment", "checkpoint", "conv", "data", "evaluation", "host", "layers", "loop", "losses",
     "metrics", "models", "monitor", "noise", "optimizers", "parallel", "penalties",
     "rejection", "spectral", "state", "steps", "trainer", "transforms", "tricks", "visualize",
     # The model, its state and its step.
