@@ -71,8 +71,13 @@ PUBLISHED = [
 
 def base_config(steps: int, width: int = 64, num_examples: int = 25600,
                 num_samples: int = NUM_SAMPLES, classifier_path: str = "",
-                classifier_steps: int = 1000, image_size: int = 32):
-  """The benchmark's DCGAN on stacked MNIST: one evaluation, at the end, of `num_samples`."""
+                classifier_steps: int = 1000, image_size: int = 32, evals: int = 1):
+  """The benchmark's DCGAN on stacked MNIST: `evals` evaluations of `num_samples`, evenly
+  spaced and the last at the end, each with a checkpoint (a stopped run resumes there)."""
+  if steps < 1 or evals < 1 or evals > steps:
+    raise ValueError(f"Need steps >= 1 and 1 <= evals <= steps; got steps={steps}, "
+                     f"evals={evals}.")
+  every = steps // evals
   from experiments.configs import dcgan_stacked_mnist  # pylint: disable=g-import-not-at-top
   c = dcgan_stacked_mnist.get_config()
   c.data = builders.data_config("stacked_mnist", 64, image_size=image_size,
@@ -82,8 +87,8 @@ def base_config(steps: int, width: int = 64, num_examples: int = 25600,
   c.optimizer.g.learning_rate = c.optimizer.d.learning_rate = 2e-4
   c.optimizer.g.b1 = c.optimizer.d.b1 = 0.5
   c.train.update(steps=steps, log_every=max(steps // 20, 1), sample_every=steps,
-                 checkpoint_every=steps)
-  c.eval.update(every=steps, num_samples=num_samples, metrics=("fid",),
+                 checkpoint_every=every)
+  c.eval.update(every=every, num_samples=num_samples, metrics=("fid",),
                 best_metric="none", classifier_path=classifier_path,
                 classifier_steps=classifier_steps)
   return c
@@ -151,7 +156,7 @@ def main(argv):
   classifier = os.path.abspath(os.path.join(root, f"mnist_classifier_{FLAGS.image_size}.npz"))
   try:
     base = base_config(FLAGS.steps, FLAGS.width, FLAGS.num_examples, FLAGS.num_samples,
-                       classifier, FLAGS.classifier_steps, FLAGS.image_size)
+                       classifier, FLAGS.classifier_steps, FLAGS.image_size, FLAGS.evals)
     jobs = make_jobs(FLAGS.methods, FLAGS.seeds, base, FLAGS.first_seed)
   except (ValueError, KeyError) as e:
     raise app.UsageError(str(e)) from None
@@ -165,6 +170,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Runs per method: seeds first_seed, first_seed + 1, ...")
   flags.DEFINE_integer("first_seed", 0, "The first seed.")
   flags.DEFINE_integer("steps", 5000, "Training steps per run (the PacGAN code: 100,000).")
+  flags.DEFINE_integer("evals", 1, "Evaluations (and checkpoints) per run, every "
+                       "steps // evals steps; the table reports the last.")
   flags.DEFINE_integer("width", 64, "DCGAN width (G's last and D's first layer channels).")
   flags.DEFINE_integer("num_examples", 25600, "Stacked training triples.")
   flags.DEFINE_integer("num_samples", NUM_SAMPLES, "Samples per evaluation (papers: 26,000).")

@@ -21,6 +21,11 @@ def test_the_protocol_config_and_jobs():
   assert jobs[2].variant.overrides == {"model.packing": 3, "data.batch_size": 192}
   with pytest.raises(ValueError, match="Unknown methods"):
     bench.make_jobs(["veegan"], 1, base)
+  every = bench.base_config(1000, evals=4)
+  assert (every.eval.every, every.train.checkpoint_every, every.train.steps) == (250, 250, 1000)
+  for steps, evals in ((100, 0), (3, 4)):
+    with pytest.raises(ValueError, match="evals"):
+      bench.base_config(steps, evals=evals)
 
 
 def test_standard_error_is_the_closed_form():
