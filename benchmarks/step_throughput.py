@@ -392,8 +392,9 @@ def main(argv):
     except ImportError as e:
       raise app.UsageError(f"--compare_torch needs PyTorch (pip install torch): {e}") from None
     torch_steps = {"dcgan": torch_dcgan.DCGANStep, "resnet": torch_resnet.ResNetStep}
+  malloc = "tuned" if host.tune_malloc() else "default"
   logging.info("Backend %s, devices %s; malloc %s (gax.host)", jax.default_backend(),
-               jax.devices(), "tuned" if host.tune_malloc() else "default")
+               jax.devices(), malloc)
   results = []
   runs = []
   for model, bs, dtype, impl in itertools.product(FLAGS.models, batch_sizes, FLAGS.dtypes,

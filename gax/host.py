@@ -23,7 +23,6 @@ and says so.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Optional
 
@@ -43,7 +42,7 @@ _tuned: Optional[bool] = None
 def _glibc() -> Optional[ctypes.CDLL]:
   """The process's C library if it is glibc, else None."""
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = ctypes.CDLL(None)  # the symbols the process already has, its C library's among them
   except OSError:
     return None
   if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
@@ -67,10 +66,10 @@ def tune_malloc(threshold: int = THRESHOLD) -> bool:
   library is not glibc. Calling it again does nothing more.
   """
   global _tuned
-  if _tuned is not None:
-    return _tuned
   if not 0 < threshold < 1 << 31:
     raise ValueError(f"threshold must be in (0, 2 GiB) (mallopt takes an int); got {threshold}.")
+  if _tuned is not None:
+    return _tuned
   if malloc_mode() == "default":
     _tuned = False
     return _tuned
