@@ -26,6 +26,14 @@ def test_the_protocol_config_and_jobs():
   for steps, evals in ((100, 0), (3, 4)):
     with pytest.raises(ValueError, match="evals"):
       bench.base_config(steps, evals=evals)
+  assert not base.tricks.g_ema.enabled  # the papers' protocol samples the trained G
+  ema = bench.base_config(100, g_ema=0.999)
+  builders.validate_config(ema)
+  assert ema.tricks.g_ema.enabled and ema.tricks.g_ema.decay == 0.999
+  assert "samples from G's EMA, decay 0.999" in bench.report([], 0.999)
+  for bad in (-0.1, 1.0):
+    with pytest.raises(ValueError, match="g_ema"):
+      bench.base_config(100, g_ema=bad)
 
 
 def test_standard_error_is_the_closed_form():
