@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -127,7 +127,28 @@ def mean_se(values: Sequence[float]) -> tuple:
   return mean, math.sqrt(var / n)
 
 
-def report(records: Sequence[Dict], g_ema: float = 0.0) -> str:
+def data_floor(classify, num_samples: int = NUM_SAMPLES, image_size: int = 32,
+               seeds: int = 3, path: str = "") -> Dict[str, List[Dict]]:
+  """What real data reads under the protocol: the mode statistics of `num_samples` stacked
+  triples of real digits, `seeds` draws (`data.stacked_mnist_images`, seeds 0, 1, ...).
+
+  "labels": their true triples: a perfect generator's floor, all of it sampling noise (the
+  reverse KL of N uniform draws over 1000 modes is about 999 / 2N: 0.019 at N = 26,000).
+  "classified": the held-out ("test") digits' triples read by `classify` (as `mode_ids`), the
+  floor with this classifier's errors added.
+  """
+  from gax.data import stacked_mnist_images  # pylint: disable=g-import-not-at-top
+  from gax.metrics import stacked  # pylint: disable=g-import-not-at-top
+  floor = {"labels": [], "classified": []}
+  for seed in range(seeds):
+    images, labels = stacked_mnist_images(num_samples, "test", image_size, seed, path)
+    floor["labels"].append(stacked.mode_statistics(labels))
+    floor["classified"].append(stacked.mode_statistics(stacked.mode_ids(images, classify)))
+  return floor
+
+
+def report(records: Sequence[Dict], g_ema: float = 0.0,
+           floor: Optional[Dict[str, List[Dict]]] = None) -> str:
   sampled = f"; samples from G's EMA, decay {g_ema:g}" if g_ema else ""
   lines = [f"Measured (gax; mean ± standard error over seeds{sampled}):", "",
            "| method | runs | modes (of 1000) | reverse KL | FID | modes per seed | failed |",
@@ -149,14 +170,24 @@ def report(records: Sequence[Dict], g_ema: float = 0.0) -> str:
     lines.append(f"| {method} | {len(ok)} | {modes[0]:.1f} ± {modes[1]:.1f} | "
                  f"{kl[0]:.3f} ± {kl[1]:.3f} | {fid_text} | "
                  f"{', '.join(str(int(r['final']['modes_covered'])) for r in ok)} | {failed} |")
+  rows = {"labels": "real triples, true labels (sampling floor)",
+          "classified": "real held-out triples, classified (floor with the classifier)"}
+  for key, stats in (floor or {}).items():
+    modes = mean_se([float(r["modes"]) for r in stats])
+    kl = mean_se([float(r["reverse_kl"]) for r in stats])
+    lines.append(f"| {rows[key]} | {len(stats)} | {modes[0]:.1f} ± {modes[1]:.1f} | "
+                 f"{kl[0]:.3f} ± {kl[1]:.3f} | - | "
+                 f"{', '.join(str(r['modes']) for r in stats)} | - |")
   lines += ["", "Published (Lin et al. 2018, PacGAN, Table 2):", "",
             "| method | from | modes (of 1000) | reverse KL |", "| --- | --- | --- | --- |"]
   lines += [f"| {m} | {src} | {modes} | {kl} |" for m, src, modes, kl in PUBLISHED]
   return "\n".join(lines) + "\n"
 
 
-def write_outputs(root: str, records: Sequence[Dict], g_ema: float = 0.0) -> str:
-  return sweep.write_results(root, TABLE_FILE, report(records, g_ema), RECORDS_FILE, records)
+def write_outputs(root: str, records: Sequence[Dict], g_ema: float = 0.0,
+                  floor: Optional[Dict[str, List[Dict]]] = None) -> str:
+  return sweep.write_results(root, TABLE_FILE, report(records, g_ema, floor), RECORDS_FILE,
+                             records)
 
 
 def main(argv):
@@ -175,7 +206,12 @@ def main(argv):
   logging.info("%d runs of %d steps in %s", len(jobs), FLAGS.steps, root)
   records = sweep.run_many(jobs, root,
                            on_record=lambda rs: write_outputs(root, rs, FLAGS.g_ema))
-  print(write_outputs(root, records, FLAGS.g_ema))
+  floor = None
+  if FLAGS.floor_seeds and os.path.isfile(classifier):
+    from gax.metrics import classifier as classifier_lib  # pylint: disable=g-import-not-at-top
+    floor = data_floor(classifier_lib.load_classifier(classifier).predict, FLAGS.num_samples,
+                       FLAGS.image_size, FLAGS.floor_seeds)
+  print(write_outputs(root, records, FLAGS.g_ema, floor))
 
 
 def define_flags() -> None:
@@ -191,6 +227,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("classifier_steps", 1000, "Training steps of the MNIST classifier.")
   flags.DEFINE_integer("image_size", 32, "32 (28x28 digits padded) for gax's DCGAN.")
   flags.DEFINE_string("workdir", "runs/stacked_mnist", "Root of the runs and the table.")
+  flags.DEFINE_integer("floor_seeds", 3, "Draws of real triples scored as the protocol's "
+                       "floor in the table (0: none).")
   flags.DEFINE_float("g_ema", 0.0, "Decay of an EMA of G's params to sample from (e.g. "
                      "0.999); 0: off, as in the papers. Use its own --workdir.")
 

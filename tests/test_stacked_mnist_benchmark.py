@@ -56,3 +56,23 @@ def test_a_tiny_sweep_writes_the_table_beside_the_published_one(tmp_path):
   assert "| PacDCGAN2 | PacGAN | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
   assert os.path.isfile(tmp_path / bench.TABLE_FILE)
   assert os.path.isfile(tmp_path / "clf.npz")  # one classifier, shared by the runs
+
+
+def test_the_data_floor_is_sampling_noise_and_the_classifier_is_plugged_in():
+  """Real triples' true labels read the reverse KL of N uniform draws, about 999 / 2N (the
+  second-order expansion of KL(q || u) for a multinomial q); an oracle classifier of the
+  held-out digits reads exactly their labels, so `mode_ids` orders the channels right."""
+  from gax.data import load_mnist  # pylint: disable=g-import-not-at-top
+  images, labels = load_mnist("test", 32)
+  digit_of = {im.tobytes(): int(d) for im, d in zip(images, labels)}
+  oracle = lambda channels: [digit_of[c.tobytes()] for c in channels]
+  n = 26000
+  floor = bench.data_floor(oracle, n, 32, seeds=3)
+  assert floor["classified"] == floor["labels"]
+  kls = [r["reverse_kl"] for r in floor["labels"]]
+  assert abs(sum(kls) / 3 - 999 / (2 * n)) < 0.002
+  assert all(r["modes"] == 1000 and r["num_samples"] == n for r in floor["labels"])
+  assert len(set(kls)) == 3  # three different draws
+  text = bench.report([], floor=floor)
+  assert "| real triples, true labels (sampling floor) | 3 | 1000.0 ± 0.0 |" in text
+  assert "| real held-out triples, classified (floor with the classifier) | 3 |" in text
