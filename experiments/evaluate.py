@@ -5,6 +5,7 @@ r"""Evaluates the checkpoints of a training run; appends to <workdir>/eval_offli
       --metrics=fid,kid,is,pr
   python experiments/evaluate.py --workdir=runs/dcgan_digits --best
   python experiments/evaluate.py --workdir=runs/ring --drs       # + rejection sampling
+  python experiments/evaluate.py --workdir=runs/dcgan_ema --standing_stats=16  # EMA + BN
   python experiments/evaluate.py --workdir=runs/ring --drs --drs_calibrate_steps=5000
   python experiments/evaluate.py --workdir=runs/cifar --features=inception_v3 \
       --inception_path=fid_inception_v3.npz
@@ -60,6 +61,10 @@ _DRS_CALIBRATE_STEPS = flags.DEFINE_integer(
     "final G before DRS (gax.rejection.calibrate_discriminator).", lower_bound=0)
 _DRS_CALIBRATE_LR = flags.DEFINE_float("drs_calibrate_lr", None, "Adam learning rate of the "
                                        "calibration (default: the run's, 1e-4).")
+_STANDING_STATS = flags.DEFINE_integer(
+    "standing_stats", None, "When > 0, recompute G's batch-norm statistics for the weights it "
+    "samples with (e.g. G's EMA) from this many train-mode batches first (BigGAN's standing "
+    "statistics; default: the run's eval.standing_stats).", lower_bound=0)
 _TRUNCATIONS = flags.DEFINE_list(
     "truncations", None, "Also evaluate with the truncation trick at these thresholds, e.g. "
     "none,2,1.5,1,0.5 for the FID-vs-truncation curve ('none': the full Gaussian; runs with "
@@ -121,7 +126,8 @@ def main(argv):
       classifier_steps=_CLASSIFIER_STEPS.value, seed=_SEED.value,
       batch_size=_BATCH_SIZE.value, drs=_DRS.value, drs_gamma=_DRS_GAMMA.value,
       drs_percentile=_DRS_PERCENTILE.value, drs_calibrate_steps=_DRS_CALIBRATE_STEPS.value,
-      drs_calibrate_lr=_DRS_CALIBRATE_LR.value, truncations=_truncations())
+      drs_calibrate_lr=_DRS_CALIBRATE_LR.value, standing_stats=_STANDING_STATS.value,
+      truncations=_truncations())
   print(format_table(records))
   print(f"Appended to {os.path.join(_WORKDIR.value, evaluation.OFFLINE_EVAL_FILE)}")
 

@@ -76,7 +76,7 @@ from gax.metrics.kid import kid_from_features
 from gax.metrics.mode_coverage import mode_coverage
 from gax.metrics.density_coverage import density_coverage_from_features
 from gax.metrics.precision_recall import precision_recall_from_features
-from gax.steps import GAN, generate_indexed
+from gax.steps import GAN, generate_indexed, standing_statistics
 
 EVAL_FILE = "eval.jsonl"
 OFFLINE_EVAL_FILE = "eval_offline.jsonl"
@@ -170,6 +170,11 @@ class EvalSettings:
       points); the run's own D is unchanged. The result records the calibration loss's mean
       over its first and last 100 steps (`drs_calibration_loss_start`, `_end`).
     drs_calibrate_lr: the calibration's Adam learning rate.
+    standing_stats: when > 0, before sampling, G's batch-norm running statistics are
+      recomputed for the params it samples with from this many train-mode batches of
+      `batch_size` (`gax.steps.standing_statistics`; BigGAN's "standing statistics"). Use it
+      with `tricks.g_ema` on a batch-norm G, whose running statistics follow the trained
+      params, not their average. The run's state is not changed. 0: off.
   """
 
   every: int = 0
@@ -189,6 +194,7 @@ class EvalSettings:
   drs_max_draws: int = 2_000_000
   drs_calibrate_steps: int = 0
   drs_calibrate_lr: float = 1e-4
+  standing_stats: int = 0
 
   @classmethod
   def from_config(cls, section: Any = None, **overrides: Any) -> "EvalSettings":
@@ -206,7 +212,8 @@ class EvalSettings:
     # Integer settings and their lower bounds (None: any integer; `every` < 0 turns it off).
     for key, minimum in (("every", None), ("seed", None), ("num_samples", 10),
                          ("classifier_steps", 1), ("batch_size", 1), ("drs_burn_in", 1),
-                         ("drs_max_draws", MIXTURE_SAMPLES), ("drs_calibrate_steps", 0)):
+                         ("drs_max_draws", MIXTURE_SAMPLES), ("drs_calibrate_steps", 0),
+                         ("standing_stats", 0)):
       if key in given:
         given[key] = checks.integer(given[key], f"config.eval.{key}", minimum)
     if "metrics" in given:
@@ -307,6 +314,21 @@ def generate_samples(gan: GAN, state: Any, key: jax.Array, num: int, batch_size:
   for start in range(0, num, batch_size):
     x = np.asarray(gen(state.g, key, jnp.int32(start)))
     yield x[:num - start] if num - start < batch_size else x
+
+
+_STANDING_STATS_STREAM = 0x57A7  # a key stream of its own, apart from the samples'
+
+
+def with_standing_statistics(gan: GAN, state: Any, settings: EvalSettings) -> Any:
+  """`state` with G's batch-norm statistics recomputed for its sampling params when
+  `settings.standing_stats` > 0 (`gax.steps.standing_statistics`, keyed by `settings.seed`);
+  otherwise `state` itself."""
+  if not settings.standing_stats:
+    return state
+  key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), _STANDING_STATS_STREAM)
+  model_state = standing_statistics(gan, state.g, key, settings.standing_stats,
+                                    max(settings.batch_size, 2))
+  return state.replace(g=state.g.replace(model_state=model_state))
 
 
 # ------------------------------------------------------------------------------------------
@@ -459,6 +481,7 @@ class ModeCoverageEvaluator(Evaluator):
   def evaluate(self, gan: GAN, state: Any) -> Dict[str, Any]:
     s = self.settings
     key = jax.random.PRNGKey(s.seed)
+    state = with_standing_statistics(gan, state, s)
     pts = np.concatenate(list(generate_samples(gan, state, key, MIXTURE_SAMPLES,
                                                max(s.batch_size, 500))))
     result = {**mode_coverage(pts, self.centers, self.std), "num_samples": MIXTURE_SAMPLES}
@@ -582,6 +605,7 @@ class ImageEvaluator(Evaluator):
       raise ValueError(f"eval.metrics intra_fid and accuracy score a conditional GAN of the "
                        f"data's {self.num_classes} classes; this GAN has conditioning="
                        f"{gan.conditioning!r}, num_classes={gan.num_classes}.")
+    state = with_standing_statistics(gan, state, s)
     stats = FeatureStats()
     feats: List[np.ndarray] = []
     logits: List[np.ndarray] = []
@@ -892,6 +916,6 @@ __all__ = ["EVAL_FILE", "OFFLINE_EVAL_FILE", "BEST_DIR", "BEST_FILE", "CLASSIFIE
            "IMAGE_METRICS", "MIXTURE_RESULTS", "DRS_PREFIX", "DRS_RESULTS", "CALIBRATION_BATCH",
            "STACKED_RESULTS", "STACKED_DATASETS", "METRIC_DIRECTIONS", "INCEPTION_PATH_HELP",
            "EvalSettings", "eval_config_defaults", "unlabelled_default", "labelled_images",
-           "generate_samples",
+           "generate_samples", "with_standing_statistics",
            "Evaluator", "image_results", "resolve_best_metric", "ModeCoverageEvaluator",
            "ImageEvaluator", "is_better", "read_jsonl", "read_best", "BestCheckpoint"]

@@ -460,6 +460,70 @@ def sampling_player(g: PlayerState) -> PlayerState:
   return g.replace(params=sampling_params(g))
 
 
+BATCH_STATS = "batch_stats"
+
+
+def standing_statistics(gan: GAN, g: PlayerState, key: Array, num_batches: int = 16,
+                        batch_size: int = 100, params: Any = None) -> Any:
+  """G's `model_state` with its batch norms' running statistics recomputed for `params`
+  (default: the sampling params, `sampling_params(g)`): "standing statistics" (Brock et al.
+  2019, BigGAN, appendix C.1).
+
+  The running statistics a batch-norm G keeps in training follow its trained params; the
+  moving average of those params that `g_ema` samples with normalises differently, so in
+  eval mode it is fed statistics of another network. Here G runs in train mode on
+  `num_batches` batches of `batch_size` latents (and classes `i mod num_classes` for a
+  conditional G), and each running mean and variance becomes the average over the batches
+  of that batch's own statistic (later layers see earlier layers normalised by the batch,
+  as in training). With one batch, eval mode on the result reproduces train mode on that
+  batch.
+
+  Flax keeps the running statistics as `m * old + (1 - m) * batch`; each batch runs from
+  running statistics of 0 and of 1, which gives `(1 - m) * batch` and `m`, so any momentum
+  works. Every other collection in `model_state` is returned unchanged.
+
+  Raises:
+    ValueError: G keeps no `batch_stats`, a collection that is not updated as a running
+      average, or bad `num_batches` / `batch_size`.
+  """
+  checks.integer(num_batches, "num_batches", 1)
+  checks.integer(batch_size, "batch_size", 2)
+  state = dict(g.model_state) if isinstance(g.model_state, Mapping) else {}
+  stats = state.get(BATCH_STATS)
+  if not stats:
+    raise ValueError("Standing statistics recompute a generator's batch norm statistics; "
+                     f"this generator keeps none (its model_state has {sorted(state)}).")
+  params = sampling_params(g) if params is None else params
+  zeros = jax.tree.map(jnp.zeros_like, stats)
+  ones = jax.tree.map(jnp.ones_like, stats)
+
+  @jax.jit
+  def one_batch(i):
+    k_z, k_g = jax.random.split(jax.random.fold_in(key, i))
+    z = gan.latent(k_z, (batch_size, gan.latent_dim))
+    y = ((jnp.arange(batch_size) % gan.num_classes).astype(jnp.int32)
+         if gan.conditional else None)
+    run = lambda start: apply_model(gan.generator, params, {**state, BATCH_STATS: start}, z,
+                                    True, k_g, y)[1][BATCH_STATS]
+    from_zeros, from_ones = run(zeros), run(ones)
+    momentum = jax.tree.map(lambda a, b: b - a, from_zeros, from_ones)
+    return jax.tree.map(lambda a, m: a / (1.0 - m), from_zeros, momentum), momentum
+
+  total = None
+  for i in range(num_batches):
+    batch, momentum = one_batch(jnp.int32(i))
+    total = batch if total is None else jax.tree.map(jnp.add, total, batch)
+  leaves = jax.tree_util.tree_leaves_with_path(momentum)
+  for path, m in leaves:
+    m = jnp.asarray(m, jnp.float32)
+    lo, hi = float(jnp.min(m)), float(jnp.max(m))
+    if not (0.0 <= lo and hi < 1.0 and hi - lo < 1e-3):
+      raise ValueError(f"{BATCH_STATS}{jax.tree_util.keystr(path)} is not updated as a running "
+                       f"average m * old + (1 - m) * batch (momentum read as {lo:.4g} to "
+                       f"{hi:.4g}); standing statistics cannot be computed for it.")
+  return {**state, BATCH_STATS: jax.tree.map(lambda t: t / num_batches, total)}
+
+
 def _set(tricks: Dict[str, Any], name: str, st: Any) -> None:
   if st is not None:
     tricks[name] = st
@@ -794,6 +858,6 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
 
 __all__ = ["StepContext", "DView", "GView", "Hook", "GAN", "FAKE_SIDE_PENALTIES", "apply_model",
            "to_model_input", "sample_latent", "sample_labels", "generate", "generate_indexed",
-           "sampling_params", "sampling_player", "discriminator_logits", "d_features", "d_step",
-           "weighted_g_loss", "g_step", "split_batch", "train_step", "jit_train_step",
-           "init_state"]
+           "sampling_params", "sampling_player", "standing_statistics", "discriminator_logits",
+           "d_features", "d_step", "weighted_g_loss", "g_step", "split_batch", "train_step",
+           "jit_train_step", "init_state"]

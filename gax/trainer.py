@@ -264,7 +264,9 @@ def evaluate_run(workdir: str, step=None, all_steps: bool = False, best: bool = 
       t0 = time.time()
       result = evaluator.evaluate(g, state)
       record = {"step": int(state.step), "checkpoint": "best" if best else "checkpoints",
-                **({} if t is None else {"truncation": float(t)}), **result,
+                **({} if t is None else {"truncation": float(t)}),
+                **({"standing_stats": evaluator.settings.standing_stats}
+                   if evaluator.settings.standing_stats else {}), **result,
                 "time": datetime.datetime.now().isoformat(timespec="seconds")}
       with open(os.path.join(workdir, out_file), "a") as f:
         f.write(json.dumps(record) + "\n")
