@@ -72,12 +72,14 @@ PUBLISHED = [
 def base_config(steps: int, width: int = 64, num_examples: int = 25600,
                 num_samples: int = NUM_SAMPLES, classifier_path: str = "",
                 classifier_steps: int = 1000, image_size: int = 32, evals: int = 1,
-                g_ema: float = 0.0):
+                g_ema: float = 0.0, standing_stats: int = 16):
   """The benchmark's DCGAN on stacked MNIST: `evals` evaluations of `num_samples`, evenly
   spaced and the last at the end, each with a checkpoint (a stopped run resumes there).
 
   `g_ema` > 0 keeps an exponential moving average of G's params with that decay (the
-  `g_ema` trick; Yazici et al. 2019) and every evaluation samples from it; 0 leaves it off,
+  `g_ema` trick; Yazici et al. 2019) and every evaluation samples from it, with G's batch
+  norm statistics recomputed for it from `standing_stats` batches (`eval.standing_stats`;
+  0: G's running statistics, which follow the trained params); `g_ema` = 0 leaves it off,
   as the papers' protocol."""
   if steps < 1 or evals < 1 or evals > steps:
     raise ValueError(f"Need steps >= 1 and 1 <= evals <= steps; got steps={steps}, "
@@ -98,6 +100,7 @@ def base_config(steps: int, width: int = 64, num_examples: int = 25600,
   if g_ema:
     c.tricks.g_ema.enabled = True
     c.tricks.g_ema.decay = g_ema
+    c.eval.standing_stats = standing_stats
   c.eval.update(every=every, num_samples=num_samples, metrics=("fid",),
                 best_metric="none", classifier_path=classifier_path,
                 classifier_steps=classifier_steps)
@@ -149,7 +152,8 @@ def data_floor(classify, num_samples: int = NUM_SAMPLES, image_size: int = 32,
 
 def report(records: Sequence[Dict], g_ema: float = 0.0,
            floor: Optional[Dict[str, List[Dict]]] = None) -> str:
-  sampled = f"; samples from G's EMA, decay {g_ema:g}" if g_ema else ""
+  sampled = (f"; samples from G's EMA, decay {g_ema:g}, with standing batch-norm "
+             "statistics" if g_ema else "")
   lines = [f"Measured (gax; mean ± standard error over seeds{sampled}):", "",
            "| method | runs | modes (of 1000) | reverse KL | FID | modes per seed | failed |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -199,7 +203,7 @@ def main(argv):
   try:
     base = base_config(FLAGS.steps, FLAGS.width, FLAGS.num_examples, FLAGS.num_samples,
                        classifier, FLAGS.classifier_steps, FLAGS.image_size, FLAGS.evals,
-                       FLAGS.g_ema)
+                       FLAGS.g_ema, FLAGS.standing_stats)
     jobs = make_jobs(FLAGS.methods, FLAGS.seeds, base, FLAGS.first_seed)
   except (ValueError, KeyError) as e:
     raise app.UsageError(str(e)) from None
@@ -231,6 +235,9 @@ def define_flags() -> None:
                        "floor in the table (0: none).")
   flags.DEFINE_float("g_ema", 0.0, "Decay of an EMA of G's params to sample from (e.g. "
                      "0.999); 0: off, as in the papers. Use its own --workdir.")
+  flags.DEFINE_integer("standing_stats", 16, "With --g_ema: batches that recompute G's batch "
+                       "norm statistics for the EMA before each evaluation (0: G's running "
+                       "statistics).")
 
 
 if __name__ == "__main__":

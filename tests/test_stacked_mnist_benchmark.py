@@ -30,7 +30,9 @@ def test_the_protocol_config_and_jobs():
   ema = bench.base_config(100, g_ema=0.999)
   builders.validate_config(ema)
   assert ema.tricks.g_ema.enabled and ema.tricks.g_ema.decay == 0.999
-  assert "samples from G's EMA, decay 0.999" in bench.report([], 0.999)
+  assert ema.eval.standing_stats == 16 and base.eval.standing_stats == 0
+  assert bench.base_config(100, g_ema=0.99, standing_stats=0).eval.standing_stats == 0
+  assert "samples from G's EMA, decay 0.999, with standing" in bench.report([], 0.999)
   for bad in (-0.1, 1.0):
     with pytest.raises(ValueError, match="g_ema"):
       bench.base_config(100, g_ema=bad)
