@@ -129,14 +129,23 @@ def test_clear_errors():
                                                              **bad})
 
 
-def test_the_eval_setting():
+def test_the_eval_setting(caplog):
   assert evaluation.EvalSettings.from_config({}).standing_stats == 0
   assert evaluation.EvalSettings.from_config({"standing_stats": 4}).standing_stats == 4
   with pytest.raises(ValueError, match="standing_stats"):
     evaluation.EvalSettings.from_config({"standing_stats": -1})
   gan, state = _tiny_dcgan()
   off = evaluation.EvalSettings.from_config({})
-  assert evaluation.with_standing_statistics(gan, state, off) is state
+  evaluation._WARNED_STANDING_STATS.clear()  # pylint: disable=protected-access
+  with caplog.at_level("WARNING"):
+    assert evaluation.with_standing_statistics(gan, state, off) is state
+  assert "eval.standing_stats=16" in caplog.text  # an EMA on a batch-norm G: warned
+  caplog.clear()
+  evaluation._WARNED_STANDING_STATS.clear()  # pylint: disable=protected-access
+  no_ema = state.replace(g=state.g.replace(opt_state=()))
+  with caplog.at_level("WARNING"):
+    evaluation.with_standing_statistics(gan, no_ema, off)
+  assert "standing_stats" not in caplog.text  # the trained params: their own statistics
   on = evaluation.EvalSettings.from_config({"standing_stats": 2, "batch_size": 8})
   new = evaluation.with_standing_statistics(gan, state, on)
   jax.tree.map(np.testing.assert_array_equal, new.d, state.d)
