@@ -41,6 +41,10 @@ _DRS_PERCENTILE = flags.DEFINE_float("drs_percentile", None, "DRS's shift as thi
 _TRUNCATION = flags.DEFINE_float("truncation", None, "The truncation trick (BigGAN): draw each "
                                  "latent value from N(0, 1) truncated to [-t, t] (runs with "
                                  "Gaussian latents).", lower_bound=1e-3)
+_STANDING_STATS = flags.DEFINE_integer(
+    "standing_stats", 0, "When > 0, recompute G's batch-norm statistics for the weights it "
+    "samples with (G's EMA) from this many batches first (BigGAN's standing statistics).",
+    lower_bound=0)
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -78,7 +82,7 @@ def main(argv):
 def _sample(gan, state):
   try:
     x = trainer.sample(gan, state, jax.random.PRNGKey(_SEED.value), _NUM.value,
-                       labels=_LABEL.value)
+                       labels=_LABEL.value, standing_stats=_STANDING_STATS.value)
   except ValueError as e:
     if _LABEL.value is None:
       raise

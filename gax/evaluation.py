@@ -76,7 +76,8 @@ from gax.metrics.kid import kid_from_features
 from gax.metrics.mode_coverage import mode_coverage
 from gax.metrics.density_coverage import density_coverage_from_features
 from gax.metrics.precision_recall import precision_recall_from_features
-from gax.steps import GAN, generate_indexed, sampling_params, standing_statistics
+from gax.steps import (GAN, STANDING_STATS_STREAM, generate_indexed, sampling_params,
+                       standing_statistics)
 
 EVAL_FILE = "eval.jsonl"
 OFFLINE_EVAL_FILE = "eval_offline.jsonl"
@@ -316,7 +317,6 @@ def generate_samples(gan: GAN, state: Any, key: jax.Array, num: int, batch_size:
     yield x[:num - start] if num - start < batch_size else x
 
 
-_STANDING_STATS_STREAM = 0x57A7  # a key stream of its own, apart from the samples'
 _WARNED_STANDING_STATS: List[bool] = []  # once per process
 
 
@@ -333,7 +333,7 @@ def with_standing_statistics(gan: GAN, state: Any, settings: EvalSettings) -> An
                       "the trained params; eval.standing_stats=16 recomputes them for the "
                       "EMA (gax.steps.standing_statistics).")
     return state
-  key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), _STANDING_STATS_STREAM)
+  key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), STANDING_STATS_STREAM)
   model_state = standing_statistics(gan, state.g, key, settings.standing_stats,
                                     max(settings.batch_size, 2))
   return state.replace(g=state.g.replace(model_state=model_state))

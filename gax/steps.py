@@ -461,6 +461,8 @@ def sampling_player(g: PlayerState) -> PlayerState:
 
 
 BATCH_STATS = "batch_stats"
+# `fold_in` data of the key that standing statistics draw from, apart from the samples' keys.
+STANDING_STATS_STREAM = 0x57A7
 
 
 def standing_statistics(gan: GAN, g: PlayerState, key: Array, num_batches: int = 16,
@@ -858,6 +860,6 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
 
 __all__ = ["StepContext", "DView", "GView", "Hook", "GAN", "FAKE_SIDE_PENALTIES", "apply_model",
            "to_model_input", "sample_latent", "sample_labels", "generate", "generate_indexed",
-           "sampling_params", "sampling_player", "standing_statistics", "discriminator_logits",
-           "d_features", "d_step", "weighted_g_loss", "g_step", "split_batch", "train_step",
-           "jit_train_step", "init_state"]
+           "sampling_params", "sampling_player", "standing_statistics", "STANDING_STATS_STREAM",
+           "discriminator_logits", "d_features", "d_step", "weighted_g_loss", "g_step",
+           "split_batch", "train_step", "jit_train_step", "init_state"]

@@ -152,3 +152,18 @@ def test_the_eval_setting(caplog):
   jax.tree.map(np.testing.assert_array_equal, new.g.params, state.g.params)
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, new.g.model_state,
                                               state.g.model_state)))
+
+
+def test_gax_sample_with_standing_statistics():
+  from gax import trainer  # pylint: disable=g-import-not-at-top
+  gan, state = _tiny_dcgan()
+  key = jax.random.PRNGKey(2)
+  plain = trainer.sample(gan, state, key, 20, batch_size=10)
+  standing = trainer.sample(gan, state, key, 20, batch_size=10, standing_stats=3)
+  assert plain.shape == standing.shape == (20, *SHAPE)
+  assert float(np.max(np.abs(plain - standing))) > 1e-3
+  # The same as sampling by hand with the statistics `standing_statistics` gives.
+  stream = jax.random.fold_in(key, trainer.STANDING_STATS_STREAM)
+  g = state.g.replace(model_state=standing_statistics(gan, state.g, stream, 3, 10))
+  np.testing.assert_allclose(trainer.sample(gan, state.replace(g=g), key, 20, batch_size=10),
+                             standing, atol=1e-6)
