@@ -76,8 +76,7 @@ from gax.metrics.kid import kid_from_features
 from gax.metrics.mode_coverage import mode_coverage
 from gax.metrics.density_coverage import density_coverage_from_features
 from gax.metrics.precision_recall import precision_recall_from_features
-from gax.steps import (GAN, STANDING_STATS_STREAM, generate_indexed, sampling_params,
-                       standing_statistics)
+from gax.steps import BATCH_STATS, GAN, generate_indexed, sampling_params, standing_player
 
 EVAL_FILE = "eval.jsonl"
 OFFLINE_EVAL_FILE = "eval_offline.jsonl"
@@ -322,21 +321,19 @@ _WARNED_STANDING_STATS: List[bool] = []  # once per process
 
 def with_standing_statistics(gan: GAN, state: Any, settings: EvalSettings) -> Any:
   """`state` with G's batch-norm statistics recomputed for its sampling params when
-  `settings.standing_stats` > 0 (`gax.steps.standing_statistics`, keyed by `settings.seed`);
+  `settings.standing_stats` > 0 (`gax.steps.standing_player`, keyed by `settings.seed`);
   otherwise `state` itself."""
   if not settings.standing_stats:
     g = state.g
     if (not _WARNED_STANDING_STATS and isinstance(g.model_state, Mapping)
-        and g.model_state.get("batch_stats") and sampling_params(g) is not g.params):
+        and g.model_state.get(BATCH_STATS) and sampling_params(g) is not g.params):
       _WARNED_STANDING_STATS.append(True)
       logging.warning("Evaluation samples G's EMA with the batch-norm running statistics of "
                       "the trained params; eval.standing_stats=16 recomputes them for the "
                       "EMA (gax.steps.standing_statistics).")
     return state
-  key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), STANDING_STATS_STREAM)
-  model_state = standing_statistics(gan, state.g, key, settings.standing_stats,
-                                    max(settings.batch_size, 2))
-  return state.replace(g=state.g.replace(model_state=model_state))
+  return state.replace(g=standing_player(gan, state.g, jax.random.PRNGKey(settings.seed),
+                                         settings.standing_stats, max(settings.batch_size, 2)))
 
 
 # ------------------------------------------------------------------------------------------

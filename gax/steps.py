@@ -526,6 +526,14 @@ def standing_statistics(gan: GAN, g: PlayerState, key: Array, num_batches: int =
   return {**state, BATCH_STATS: jax.tree.map(lambda t: t / num_batches, total)}
 
 
+def standing_player(gan: GAN, g: PlayerState, key: Array, num_batches: int = 16,
+                    batch_size: int = 100) -> PlayerState:
+  """`g` with `standing_statistics` for its sampling params, drawn from a stream of `key`
+  of their own (`STANDING_STATS_STREAM`), so that the same `key` can still draw samples."""
+  stream = jax.random.fold_in(key, STANDING_STATS_STREAM)
+  return g.replace(model_state=standing_statistics(gan, g, stream, num_batches, batch_size))
+
+
 def _set(tricks: Dict[str, Any], name: str, st: Any) -> None:
   if st is not None:
     tricks[name] = st
@@ -860,6 +868,7 @@ def init_state(gan: GAN, key: Array, data_shape: Tuple[int, ...]) -> GANState:
 
 __all__ = ["StepContext", "DView", "GView", "Hook", "GAN", "FAKE_SIDE_PENALTIES", "apply_model",
            "to_model_input", "sample_latent", "sample_labels", "generate", "generate_indexed",
-           "sampling_params", "sampling_player", "standing_statistics", "STANDING_STATS_STREAM",
-           "discriminator_logits", "d_features", "d_step", "weighted_g_loss", "g_step",
-           "split_batch", "train_step", "jit_train_step", "init_state"]
+           "sampling_params", "sampling_player", "standing_statistics", "standing_player",
+           "STANDING_STATS_STREAM", "discriminator_logits", "d_features", "d_step",
+           "weighted_g_loss", "g_step", "split_batch", "train_step", "jit_train_step",
+           "init_state"]

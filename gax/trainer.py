@@ -60,8 +60,7 @@ from gax.loop import (ALARMS_FILE, EVAL_FILE, METRICS_FILE, format_eta, grid_lab
                       truncate_jsonl)
 from gax.workdir import WorkdirLock
 from gax.state import GANState, param_count
-from gax.steps import (GAN, STANDING_STATS_STREAM, generate, sampling_player,
-                       standing_statistics)
+from gax.steps import GAN, generate, sampling_player, standing_player
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -198,14 +197,12 @@ def sample(gan: GAN, state: GANState, key: jax.Array, num: int, batch_size: int 
   For a conditional GAN, `labels` is one class for every sample or `[num]` classes; by
   default sample i gets class `i mod num_classes` (see `sample_labels_for`).
   `standing_stats` > 0 first recomputes a batch-norm G's running statistics for the weights
-  it samples with from that many batches of `batch_size` (`gax.steps.standing_statistics`;
+  it samples with from that many batches of `batch_size` (`gax.steps.standing_player`;
   for G's EMA).
   """
   y = sample_labels_for(gan, num, labels)
   if standing_stats:
-    stream = jax.random.fold_in(key, STANDING_STATS_STREAM)
-    model_state = standing_statistics(gan, state.g, stream, standing_stats, batch_size)
-    state = state.replace(g=state.g.replace(model_state=model_state))
+    state = state.replace(g=standing_player(gan, state.g, key, standing_stats, batch_size))
   gen = jax.jit(lambda g, z, y, k: generate(gan, sampling_player(g), z, y, key=k),
                 compiler_options=conv_lib.compiler_options())
   keys = jax.random.split(key, math.ceil(num / batch_size))

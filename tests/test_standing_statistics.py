@@ -163,7 +163,8 @@ def test_gax_sample_with_standing_statistics():
   assert plain.shape == standing.shape == (20, *SHAPE)
   assert float(np.max(np.abs(plain - standing))) > 1e-3
   # The same as sampling by hand with the statistics `standing_statistics` gives.
-  stream = jax.random.fold_in(key, trainer.STANDING_STATS_STREAM)
+  from gax.steps import STANDING_STATS_STREAM  # pylint: disable=g-import-not-at-top
+  stream = jax.random.fold_in(key, STANDING_STATS_STREAM)
   g = state.g.replace(model_state=standing_statistics(gan, state.g, stream, 3, 10))
   np.testing.assert_allclose(trainer.sample(gan, state.replace(g=g), key, 20, batch_size=10),
                              standing, atol=1e-6)
