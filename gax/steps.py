@@ -496,34 +496,43 @@ def standing_statistics(gan: GAN, g: PlayerState, key: Array, num_batches: int =
     raise ValueError("Standing statistics recompute a generator's batch norm statistics; "
                      f"this generator keeps none (its model_state has {sorted(state)}).")
   params = sampling_params(g) if params is None else params
-  zeros = jax.tree.map(jnp.zeros_like, stats)
-  ones = jax.tree.map(jnp.ones_like, stats)
-
-  @jax.jit
-  def one_batch(i):
-    k_z, k_g = jax.random.split(jax.random.fold_in(key, i))
-    z = gan.latent(k_z, (batch_size, gan.latent_dim))
-    y = ((jnp.arange(batch_size) % gan.num_classes).astype(jnp.int32)
-         if gan.conditional else None)
-    run = lambda start: apply_model(gan.generator, params, {**state, BATCH_STATS: start}, z,
-                                    True, k_g, y)[1][BATCH_STATS]
-    from_zeros, from_ones = run(zeros), run(ones)
-    momentum = jax.tree.map(lambda a, b: b - a, from_zeros, from_ones)
-    return jax.tree.map(lambda a, m: a / (1.0 - m), from_zeros, momentum), momentum
-
   total = None
   for i in range(num_batches):
-    batch, momentum = one_batch(jnp.int32(i))
+    batch, momentum = _standing_batch(gan, batch_size, params, state, key, jnp.int32(i))
+    if i == 0:
+      _check_running_average(momentum)
     total = batch if total is None else jax.tree.map(jnp.add, total, batch)
-  leaves = jax.tree_util.tree_leaves_with_path(momentum)
-  for path, m in leaves:
+  return {**state, BATCH_STATS: jax.tree.map(lambda t: t / num_batches, total)}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _standing_batch(gan: GAN, batch_size: int, params: Any, state: Dict[str, Any], key: Array,
+                    i: Array) -> Tuple[Any, Any]:
+  """Batch i's own statistics for `standing_statistics`, and the momentum they were read
+  with: G runs in train mode from running statistics of 0 and of 1. Compiled once per
+  (gan, batch_size, shapes), not once per call."""
+  k_z, k_g = jax.random.split(jax.random.fold_in(key, i))
+  z = gan.latent(k_z, (batch_size, gan.latent_dim))
+  y = ((jnp.arange(batch_size) % gan.num_classes).astype(jnp.int32)
+       if gan.conditional else None)
+  stats = state[BATCH_STATS]
+  run = lambda start: apply_model(gan.generator, params, {**state, BATCH_STATS: start}, z,
+                                  True, k_g, y)[1][BATCH_STATS]
+  from_zeros = run(jax.tree.map(jnp.zeros_like, stats))
+  from_ones = run(jax.tree.map(jnp.ones_like, stats))
+  momentum = jax.tree.map(lambda a, b: b - a, from_zeros, from_ones)
+  return jax.tree.map(lambda a, m: a / (1.0 - m), from_zeros, momentum), momentum
+
+
+def _check_running_average(momentum: Any) -> None:
+  """Raises unless every leaf of the `batch_stats` update read one momentum in [0, 1)."""
+  for path, m in jax.tree_util.tree_leaves_with_path(momentum):
     m = jnp.asarray(m, jnp.float32)
     lo, hi = float(jnp.min(m)), float(jnp.max(m))
     if not (0.0 <= lo and hi < 1.0 and hi - lo < 1e-3):
       raise ValueError(f"{BATCH_STATS}{jax.tree_util.keystr(path)} is not updated as a running "
                        f"average m * old + (1 - m) * batch (momentum read as {lo:.4g} to "
                        f"{hi:.4g}); standing statistics cannot be computed for it.")
-  return {**state, BATCH_STATS: jax.tree.map(lambda t: t / num_batches, total)}
 
 
 def standing_player(gan: GAN, g: PlayerState, key: Array, num_batches: int = 16,

@@ -168,3 +168,26 @@ def test_gax_sample_with_standing_statistics():
   g = state.g.replace(model_state=standing_statistics(gan, state.g, stream, 3, 10))
   np.testing.assert_allclose(trainer.sample(gan, state.replace(g=g), key, 20, batch_size=10),
                              standing, atol=1e-6)
+
+
+def test_a_bad_collection_fails_at_the_first_batch_and_the_batch_compiles_once(monkeypatch):
+  from gax import steps  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = steps._standing_batch  # pylint: disable=protected-access
+
+  def counted(*args):
+    calls.append(args[-1])
+    return real(*args)
+
+  monkeypatch.setattr(steps, "_standing_batch", counted)
+  gan, g = _with_generator(_Counter())
+  with pytest.raises(ValueError, match="not updated as a running average"):
+    standing_statistics(gan, g, jax.random.PRNGKey(0), num_batches=50, batch_size=4)
+  assert len(calls) == 1  # checked after batch 0, not after all 50
+  # Later calls (another key, other params of the same shapes) reuse the compiled batch.
+  gan, state = _tiny_dcgan()
+  standing_statistics(gan, state.g, jax.random.PRNGKey(0), 2, 8)
+  compiled = real._cache_size()  # pylint: disable=protected-access
+  standing_statistics(gan, state.g, jax.random.PRNGKey(1), 3, 8,
+                      params=jax.tree.map(lambda p: 0.5 * p, state.g.params))
+  assert real._cache_size() == compiled  # pylint: disable=protected-access
