@@ -4,6 +4,9 @@ python benchmarks/stacked_mnist.py --methods=dcgan,pacdcgan2 --seeds=3 --steps=5
     --workdir=runs/stacked_mnist
 python benchmarks/stacked_mnist.py --methods=pacdcgan2 --seeds=3 --steps=24000 --evals=8 \
     --width=32 --g_ema=0.999 --workdir=runs/stacked_mnist_ema   # G's EMA, standing statistics
+python benchmarks/stacked_mnist.py --methods=pacdcgan2 --seeds=3 --steps=6000 --evals=2 \
+    --width=32 --g_ema=0.999 --init_from=runs/stacked_mnist_ema --lr_decay=linear \
+    --workdir=runs/stacked_mnist_ema_decay   # those runs, 6000 more steps, rates decaying to 0
 
 The protocol is that of the PacGAN code's VEEGAN experiment (Lin et al. 2018, Table 2;
 github.com/fjxmlzn/PacGAN, stacked_MNIST_experiments/VEEGAN_experiment/config.py), which
@@ -113,17 +116,44 @@ def base_config(steps: int, width: int = 64, num_examples: int = 25600,
   return c
 
 
-def make_jobs(methods: Sequence[str], seeds: int, base, first_seed: int = 0) -> List[sweep.Job]:
+def decaying(base, schedule: str):
+  """`base` with both players' learning rates decaying to 0 over its `train.steps`
+  (`gax.optimizers`; 'constant': unchanged)."""
+  if schedule == "constant":
+    return base
+  c = base.copy_and_resolve_references()
+  steps = int(c.train.steps)
+  c.optimizer.g.update(schedule=schedule, decay_steps=steps)
+  c.optimizer.d.update(schedule=schedule, decay_steps=steps * int(c.n_critic))
+  return c
+
+
+def make_jobs(methods: Sequence[str], seeds: int, base, first_seed: int = 0,
+              init_from: str = "") -> List[sweep.Job]:
+  """One job per method and seed; with `init_from` (the root of an earlier run of this
+  benchmark) each run warm-starts from that root's run of its method and seed
+  (`config.train.init_from`)."""
   bad = [m for m in methods if m not in METHODS]
   if bad:
     raise ValueError(f"Unknown methods {bad}; choose from {sorted(METHODS)}.")
+  def source(m, s):
+    path = os.path.join(os.path.abspath(init_from), GROUP, m, f"seed_{s}")
+    if not os.path.isdir(os.path.join(path, "checkpoints")):
+      raise ValueError(f"--init_from={init_from} has no checkpoints of {m}, seed {s} "
+                       f"({path}/checkpoints).")
+    return path
+  def job(v, s):
+    if not init_from:
+      return sweep.Job(GROUP, v, s, base)
+    c = base.copy_and_resolve_references()
+    c.train.init_from = source(v.name, s)
+    return sweep.Job(GROUP, v, s, c)
   # 64 packs a step for every packing degree, as the PacGAN code (whose batch of 64 holds
   # 64 packs of k images): PacDCGANk's D and G see 64 k images a step.
   batch = int(base.data.batch_size)
   variants = [sweep.Variant(m, {"model.packing": METHODS[m],
                                 "data.batch_size": batch * METHODS[m]}) for m in methods]
-  return [sweep.Job(GROUP, v, s, base) for v in variants for s in sweep.seed_range(
-      seeds, first_seed)]
+  return [job(v, s) for v in variants for s in sweep.seed_range(seeds, first_seed)]
 
 
 def mean_se(values: Sequence[float]) -> tuple:
@@ -210,7 +240,8 @@ def main(argv):
     base = base_config(FLAGS.steps, FLAGS.width, FLAGS.num_examples, FLAGS.num_samples,
                        classifier, FLAGS.classifier_steps, FLAGS.image_size, FLAGS.evals,
                        FLAGS.g_ema, FLAGS.standing_stats)
-    jobs = make_jobs(FLAGS.methods, FLAGS.seeds, base, FLAGS.first_seed)
+    jobs = make_jobs(FLAGS.methods, FLAGS.seeds, decaying(base, FLAGS.lr_decay),
+                     FLAGS.first_seed, FLAGS.init_from)
   except (ValueError, KeyError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("%d runs of %d steps in %s", len(jobs), FLAGS.steps, root)
@@ -241,6 +272,11 @@ def define_flags() -> None:
                        "floor in the table (0: none).")
   flags.DEFINE_float("g_ema", 0.0, "Decay of an EMA of G's params to sample from (e.g. "
                      "0.999); 0: off, as in the papers. Use its own --workdir.")
+  flags.DEFINE_string("init_from", "", "The --workdir of an earlier run of this benchmark: "
+                      "each run warm-starts from its method and seed there (networks, "
+                      "optimizer moments, G's EMA), e.g. to continue with --lr_decay.")
+  flags.DEFINE_enum("lr_decay", "constant", ["constant", "linear", "cosine"],
+                    "Both learning rates decay to 0 over --steps ('constant': no decay).")
   flags.DEFINE_integer("standing_stats", 16, "With --g_ema: batches that recompute G's batch "
                        "norm statistics for the EMA before each evaluation (0: G's running "
                        "statistics).")

@@ -71,6 +71,11 @@ def validate_config(config: Any) -> None:
   if not isinstance(config.train.get("tensorboard", True), bool):
     raise ValueError("config.train.tensorboard must be True or False, got "
                      f"{config.train.tensorboard!r}.")
+  if not isinstance(config.train.get("init_from", ""), str):
+    raise ValueError("config.train.init_from must be a work directory path ('' for none), "
+                     f"got {config.train.init_from!r}.")
+  checks.integer(config.train.get("init_from_step", -1), "config.train.init_from_step", -1,
+                 " (-1: the newest checkpoint)")
   on_corrupt = config.train.get("on_corrupt_checkpoint", "error")
   if on_corrupt not in ON_CORRUPT_CHECKPOINT:
     raise ValueError(f"config.train.on_corrupt_checkpoint={on_corrupt!r}; choose one of "
@@ -304,6 +309,11 @@ def base_config() -> "ml_collections.ConfigDict":
       "on_corrupt_checkpoint": "error",
       # TensorBoard event files in the work directory (`gax.loop.TensorBoard`).
       "tensorboard": True,
+      # A work directory to warm-start from (`gax.trainer.warm_start`): a new run takes its
+      # networks, optimizer moments, tricks' state and key from that run's checkpoint of
+      # step `init_from_step` (-1: the newest), and counts its own steps from 0.
+      "init_from": "",
+      "init_from_step": -1,
   })
   c.monitor = ml_collections.ConfigDict(monitor.monitor_config_defaults())
   c.eval = ml_collections.ConfigDict(evaluation.eval_config_defaults())

@@ -13,6 +13,8 @@ Work directory layout:
                    `{"metric", "value", "step", ...}`
   eval_classifier.npz, eval_reference_<features>.npz  the evaluation's feature network (for
                    "classifier" features) and real-data statistics, made once per run
+  init_from.json   with config.train.init_from: the run and step its state was warm-started
+                   from (`warm_start`)
   alarms.jsonl     failures `gax.monitor` detected in the logged metrics (see config.monitor)
   samples/         PNG sample grids (images) or scatter plots (2D points) from a fixed z
                    (and, for a conditional model, fixed labels: grid row i shows class i mod K)
@@ -64,6 +66,10 @@ from gax.steps import GAN, generate, sampling_player, standing_player
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
+INIT_FROM_FILE = "init_from.json"
+# The parts of the state a warm start must find, array for array, in its source run: the
+# networks. Everything else is taken where the source has it and kept fresh otherwise.
+NETWORK_PARTS = (".g.params", ".g.model_state", ".d.params", ".d.model_state")
 
 
 class WorkdirConfigMismatch(ValueError):
@@ -151,6 +157,58 @@ def restore_run(workdir: str, step: Optional[int] = None,
   (default: the newest), or with `best` from its best checkpoint."""
   config, gan, template = load_run(workdir)
   return config, gan, restore_checkpoint(workdir, template, step, best)
+
+
+def _part(path: str) -> str:
+  return next((p for p in NETWORK_PARTS if path.startswith(p + "[") or path == p), "")
+
+
+def warm_start(state: GANState, config: ml_collections.ConfigDict, source: str,
+               step: Optional[int] = None) -> Tuple[GANState, Dict[str, Any]]:
+  """`state` (a fresh state of `config`'s run) with the arrays of another run's checkpoint:
+  fine-tuning, or continuing a run under a changed optimizer section (e.g. a learning-rate
+  schedule, which adds a step count to the optimizer state, so a plain resume refuses it).
+
+  Taken from the checkpoint of `step` (default: the newest) in the work directory `source`:
+  both networks (params and batch statistics, which must match `config`'s array for array,
+  else `ValueError`), each player's optimizer state where both runs use the same optimizer
+  (`name`), the tricks' state and the PRNG key, each array where the source has one at the
+  same path with the same shape and dtype. Kept fresh: the step (the new run counts from 0),
+  and whatever the source lacks, e.g. the count of a schedule the source ran without, so the
+  schedule starts with the new run. Returns the state and `{"workdir", "step", "taken",
+  "fresh"}` (the dotted paths of the arrays kept fresh).
+  """
+  src_config, _, template = load_run(source)
+  src = restore_checkpoint(source, template, step)
+  found = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(src)[0]}
+  same_optimizer = {p: src_config.optimizer[p].name == config.optimizer[p].name
+                    for p in ("g", "d")}
+  flat, treedef = jax.tree_util.tree_flatten_with_path(state)
+  leaves, fresh, differ = [], [], []
+  for path, x in flat:
+    k = jax.tree_util.keystr(path)
+    y = found.get(k)
+    fits = y is not None and tuple(y.shape) == tuple(x.shape) and y.dtype == x.dtype
+    if _part(k):
+      if not fits:
+        differ.append(k if y is None else f"{k} {tuple(y.shape)} -> {tuple(x.shape)}")
+    elif k == ".step" or (k.startswith((".g.opt_state", ".d.opt_state"))
+                          and not same_optimizer[k[1]]):
+      fits = False
+    leaves.append(y if fits else x)
+    if not fits and not _part(k):
+      fresh.append(k)
+  ours = {jax.tree_util.keystr(p) for p, _ in flat}
+  differ += sorted(f"{k} (not in this config's networks)" for k in found
+                   if _part(k) and k not in ours)
+  if differ:
+    raise ValueError(
+        f"Cannot warm-start from {source}: its networks differ from this config's in "
+        f"{len(differ)} arrays (e.g. {'; '.join(differ[:3])}). config.train.init_from needs "
+        "a run of the same model, data shape and conditioning.")
+  summary = {"workdir": os.path.abspath(source), "step": int(src.step),
+             "taken": len(leaves) - len(fresh), "fresh": fresh}
+  return jax.tree_util.tree_unflatten(treedef, leaves), summary
 
 
 def sample_labels_for(gan: GAN, num: int, labels: Any = None) -> Optional[np.ndarray]:
@@ -360,6 +418,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   gan = builders.build_gan(config, data_shape, parallel.DEFAULT_AXIS if use_pmap else None)
   eval_gan = builders.build_gan(config, data_shape)  # eval mode needs no mapped axis
   state = builders.build_state(gan, config, data_shape)
+  init_from = tc.get("init_from", "")
+  if init_from and latest is None:
+    state, summary = warm_start(state, config, init_from,
+                                None if tc.get("init_from_step", -1) < 0 else
+                                int(tc.init_from_step))
+    info("Warm start from step %d of %s: %d arrays taken, %d kept fresh (%s)",
+         summary["step"], init_from, summary["taken"], len(summary["fresh"]),
+         ", ".join(summary["fresh"]))
+    if main:
+      with open(os.path.join(workdir, INIT_FROM_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+  elif init_from:
+    info("Resuming from this run's step %d; config.train.init_from (%s) applied at its start.",
+         latest, init_from)
   info("G: %d parameters, D: %d parameters, data %s, %d device(s)%s",
        param_count(state.g.params), param_count(state.d.params), data_shape, n_dev,
        f" in {n_proc} processes" if n_proc > 1 else "")
@@ -401,7 +473,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
       on_corrupt_checkpoint=tc.get("on_corrupt_checkpoint", "error"), lock=False)
 
 
-__all__ = ["CONFIG_FILE", "RUN_FILE", "METRICS_FILE", "EVAL_FILE", "ALARMS_FILE",
+__all__ = ["CONFIG_FILE", "RUN_FILE", "INIT_FROM_FILE", "warm_start", "METRICS_FILE", "EVAL_FILE", "ALARMS_FILE",
            "WorkdirConfigMismatch", "check_or_write_config", "truncate_jsonl", "load_config",
            "load_run", "checkpoint_dir", "restore_checkpoint", "restore_run",
            "sample_labels_for", "truncated", "sample", "grid_labels", "EvaluationError",

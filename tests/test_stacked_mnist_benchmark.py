@@ -1,6 +1,7 @@
 """benchmarks/stacked_mnist.py: the protocol's config, the jobs, and a tiny end-to-end run
 whose table sets the measured rows beside PacGAN's Table 2."""
 
+import json
 import os
 
 import pytest
@@ -26,6 +27,13 @@ def test_the_protocol_config_and_jobs():
   for steps, evals in ((100, 0), (3, 4)):
     with pytest.raises(ValueError, match="evals"):
       bench.base_config(steps, evals=evals)
+  decay = bench.decaying(bench.base_config(300), "cosine")
+  builders.validate_config(decay)
+  assert (decay.optimizer.g.schedule, decay.optimizer.g.decay_steps) == ("cosine", 300)
+  assert (decay.optimizer.d.schedule, decay.optimizer.d.decay_steps) == ("cosine", 300)
+  assert bench.decaying(base, "constant") is base
+  with pytest.raises(ValueError, match="no checkpoints of dcgan, seed 0"):
+    bench.make_jobs(["dcgan"], 1, base, init_from="/nonexistent/root")
   assert not base.tricks.g_ema.enabled  # the papers' protocol samples the trained G
   ema = bench.base_config(100, g_ema=0.999)
   builders.validate_config(ema)
@@ -58,6 +66,13 @@ def test_a_tiny_sweep_writes_the_table_beside_the_published_one(tmp_path):
   assert "| PacDCGAN2 | PacGAN | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
   assert os.path.isfile(tmp_path / bench.TABLE_FILE)
   assert os.path.isfile(tmp_path / "clf.npz")  # one classifier, shared by the runs
+  # Those runs continued, warm-started from their checkpoints, with decaying learning rates.
+  more = bench.make_jobs(["pacdcgan2"], 1, bench.decaying(base, "linear"), 0, str(tmp_path))
+  [record] = sweep.run_many(more, str(tmp_path / "more"))
+  assert record["status"] == "ok"
+  with open(os.path.join(more[0].workdir(str(tmp_path / "more")), "init_from.json")) as f:
+    source = json.load(f)
+  assert (source["workdir"], source["step"]) == (jobs[1].workdir(str(tmp_path)), 2)
 
 
 def test_the_data_floor_is_sampling_noise_and_the_classifier_is_plugged_in():

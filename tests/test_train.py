@@ -178,6 +178,77 @@ def test_bad_config_values_are_clear_errors(tmp_path):
     trainer.train(c, str(tmp_path))
 
 
+def _flat(tree):
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_a_warm_start_takes_every_array_of_the_source_but_the_step(straight_run):
+  c = ring_config()
+  fresh = jax.eval_shape(lambda: trainer.builders.build_state(
+      trainer.builders.build_gan(c, (2,)), c, (2,)))
+  fresh = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), fresh)
+  state, summary = trainer.warm_start(fresh, c, straight_run[0], step=6)
+  source = _flat(trainer.restore_run(straight_run[0], step=6)[2])
+  got = _flat(state)
+  assert set(got) == set(source) and summary["fresh"] == [".step"]
+  assert summary["step"] == 6 and summary["taken"] == len(source) - 1
+  assert int(got[".step"]) == 0 and int(source[".step"]) == 6
+  for k in source:
+    if k != ".step":
+      np.testing.assert_array_equal(got[k], source[k], err_msg=k)
+
+
+def test_a_warm_start_into_a_learning_rate_schedule_continues_adam(straight_run, tmp_path):
+  """The constant-rate run's Adam moments and count carry over; the schedule's own count is
+  new, so the decay starts with the warm-started run."""
+  c = ring_config(steps=6, init_from=straight_run[0], init_from_step=12)
+  for player in ("g", "d"):
+    c.optimizer[player].update(schedule="linear", decay_steps=6)
+  state = trainer.train(c, str(tmp_path))
+  with open(tmp_path / trainer.INIT_FROM_FILE) as f:
+    summary = json.load(f)
+  assert summary["step"] == 12 and summary["workdir"] == os.path.abspath(straight_run[0])
+  assert sorted(summary["fresh"]) == [".d.opt_state[1].count", ".g.opt_state[1].count",
+                                      ".step"]
+  got = _flat(state)
+  assert int(got[".step"]) == 6
+  for player in ("g", "d"):
+    assert int(got[f".{player}.opt_state[0].count"]) == 18  # 12 updates before, 6 now
+    assert int(got[f".{player}.opt_state[1].count"]) == 6
+  # The warm-started run resumes from its own checkpoints, not from the source again.
+  assert int(trainer.train(c.copy_and_resolve_references(), str(tmp_path)).step) == 6
+
+
+def test_a_warm_start_from_other_networks_or_nowhere_is_refused(straight_run, tmp_path):
+  c = ring_config(init_from=straight_run[0])
+  c.model.g_hidden = (8,)
+  with pytest.raises(ValueError, match=r"networks differ .* \.g\.params.*\(16,\) -> "):
+    trainer.train(c, str(tmp_path / "wider"))
+  c = ring_config(init_from=str(tmp_path / "nothing"))
+  with pytest.raises(FileNotFoundError, match="No work directory"):
+    trainer.train(c, str(tmp_path / "nowhere"))
+  for key, value, match in (("init_from", None, "init_from must be a work directory"),
+                            ("init_from_step", -2, "init_from_step must be an integer >= -1")):
+    c = ring_config(**{key: value})
+    with pytest.raises(ValueError, match=match):
+      trainer.train(c, str(tmp_path / "bad"))
+
+
+def test_a_warm_start_with_another_optimizer_keeps_its_state_fresh(straight_run):
+  c = ring_config()
+  c.optimizer.d = {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9}
+  gan = trainer.builders.build_gan(c, (2,))
+  state, summary = trainer.warm_start(trainer.builders.build_state(gan, c, (2,)), c,
+                                      straight_run[0])
+  assert summary["step"] == 12
+  assert summary["fresh"] == [".step"] + [k for k in _flat(state) if k.startswith(
+      ".d.opt_state")]
+  assert summary["fresh"][1:]  # SGD with momentum has a trace to keep fresh
+  np.testing.assert_array_equal(_flat(state)[".key"], _flat(
+      trainer.restore_run(straight_run[0])[2])[".key"])
+
+
 def _run(script, *args):
   return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                         capture_output=True, text=True, timeout=600, cwd=ROOT)
