@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Callable, Optional, Tuple
 
 import jax
@@ -55,6 +56,7 @@ from gax.state import GANState
 # The losses whose optimal discriminator logit is log p_data / p_g.
 DRS_LOSSES = ("minimax", "non_saturating")
 DEFAULT_EPS = 1e-6
+LOG_SECONDS = 30.0  # rejection sampling logs its progress this often
 
 
 def check_loss(loss: str, what: str = "Discriminator rejection sampling") -> None:
@@ -175,7 +177,15 @@ def rejection_sample(gan: GAN, state: GANState, key: jax.Array, num: int, *,
   if not np.isfinite(max_logit):
     raise RuntimeError(f"D's burn-in logits are not finite (max {max_logit}).")
   kept, count, drawn, packs, accepted = [], 0, 0, 0, 0
+  t0 = last_log = time.time()
   while count < num:
+    if time.time() - last_log >= LOG_SECONDS:  # long draws show their progress
+      last_log = time.time()
+      rate = accepted / max(packs, 1)
+      logging.info("Rejection sampling: %d of %d samples kept from %d draws (acceptance %.2e, "
+                   "max logit %.3g)%s", count, num, drawn, rate, max_logit,
+                   f"; about {(num - count) * (last_log - t0) / count / 60:.1f} min left at "
+                   "this acceptance" if count else "")
     if drawn >= max_draws:
       raise RuntimeError(
           f"Rejection sampling accepted {count} of {num} samples in {drawn} draws "

@@ -127,6 +127,22 @@ def test_bad_settings_and_exhausted_draws_are_errors():
                                batch_size=1000)
 
 
+def test_long_draws_log_their_progress(monkeypatch):
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  lines = []
+  monkeypatch.setattr(rejection, "LOG_SECONDS", 0.0)
+  monkeypatch.setattr(logging, "info", lambda msg, *args: lines.append(msg % args))
+  gan = _gan()
+  state = init_state(gan, jax.random.PRNGKey(0), (1,))
+  rejection.rejection_sample(gan, state, jax.random.PRNGKey(6), 1500, batch_size=1000,
+                             burn_in=100)
+  # Before the first batch nothing is kept; before the second and third about S of 1000 each.
+  assert lines[0] == ("Rejection sampling: 0 of 1500 samples kept from 0 draws (acceptance "
+                      "0.00e+00, max logit 0.693)")
+  assert lines[1].startswith("Rejection sampling: 5") and "from 1000 draws" in lines[1]
+  assert "min left at this acceptance" in lines[1] and len(lines) == 3
+
+
 class _Quadratic(nn.Module):
   """a + sum_j (b_j x_j + c_j x_j^2) over the last axis, all coefficients from 0."""
 
