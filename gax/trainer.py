@@ -426,6 +426,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     info("Warm start from step %d of %s: %d arrays taken, %d kept fresh (%s)",
          summary["step"], init_from, summary["taken"], len(summary["fresh"]),
          ", ".join(summary["fresh"]))
+    # Besides the step, a schedule's count is expected to start fresh; any other array is
+    # state the source lacks, e.g. G's EMA (in G's optimizer state) when it ran without one.
+    unmatched = [k for k in summary["fresh"] if k != ".step" and not k.endswith(".count")]
+    if unmatched and main:
+      logging.warning("The source run has no matching state for %d arrays (e.g. %s): they "
+                      "start from their fresh initialisation, so an EMA of G starts from the "
+                      "fresh, untrained G, not the warm-started one. Warm-start from a run with "
+                      "the same tricks and optimizers to carry them over.", len(unmatched),
+                      ", ".join(unmatched[:3]))
     if main:
       with open(os.path.join(workdir, INIT_FROM_FILE), "w") as f:
         json.dump(summary, f, indent=2)

@@ -205,7 +205,11 @@ def test_a_warm_start_into_a_learning_rate_schedule_continues_adam(straight_run,
   c = ring_config(steps=6, init_from=straight_run[0], init_from_step=12)
   for player in ("g", "d"):
     c.optimizer[player].update(schedule="linear", decay_steps=6)
-  state = trainer.train(c, str(tmp_path))
+  warnings = []
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(trainer.logging, "warning", lambda msg, *a: warnings.append(msg % a))
+    state = trainer.train(c, str(tmp_path))
+  assert not [w for w in warnings if "no matching state" in w]  # a schedule count may start fresh
   with open(tmp_path / trainer.INIT_FROM_FILE) as f:
     summary = json.load(f)
   assert summary["step"] == 12 and summary["workdir"] == os.path.abspath(straight_run[0])
@@ -233,6 +237,19 @@ def test_a_warm_start_from_other_networks_or_nowhere_is_refused(straight_run, tm
     c = ring_config(**{key: value})
     with pytest.raises(ValueError, match=match):
       trainer.train(c, str(tmp_path / "bad"))
+
+
+def test_a_warm_start_into_a_trick_the_source_lacks_warns(straight_run, tmp_path,
+                                                            monkeypatch):
+  warnings = []
+  monkeypatch.setattr(trainer.logging, "warning", lambda msg, *a: warnings.append(msg % a))
+  c = ring_config(steps=1, sample_every=0, init_from=straight_run[0])
+  c.tricks.g_ema.enabled = True
+  trainer.train(c, str(tmp_path))
+  with open(tmp_path / trainer.INIT_FROM_FILE) as f:
+    fresh = json.load(f)["fresh"]
+  assert ".g.opt_state[1].ema['Dense_0']['kernel']" in fresh  # the EMA is G's optimizer's
+  assert any("no matching state" in w and "EMA of G" in w for w in warnings)
 
 
 def test_a_warm_start_with_another_optimizer_keeps_its_state_fresh(straight_run):
