@@ -175,8 +175,9 @@ def warm_start(state: GANState, config: ml_collections.ConfigDict, source: str,
   (`name`), the tricks' state and the PRNG key, each array where the source has one at the
   same path with the same shape and dtype. Kept fresh: the step (the new run counts from 0),
   and whatever the source lacks, e.g. the count of a schedule the source ran without, so the
-  schedule starts with the new run. Returns the state and `{"workdir", "step", "taken",
-  "fresh"}` (the dotted paths of the arrays kept fresh).
+  schedule starts with the new run, or the state of a trick the source ran without (logged
+  as a warning: an EMA of G then starts from the fresh G). Returns the state and
+  `{"workdir", "step", "taken", "fresh"}` (the dotted paths of the arrays kept fresh).
   """
   src_config, _, template = load_run(source)
   src = restore_checkpoint(source, template, step)
@@ -184,9 +185,9 @@ def warm_start(state: GANState, config: ml_collections.ConfigDict, source: str,
   same_optimizer = {p: src_config.optimizer[p].name == config.optimizer[p].name
                     for p in ("g", "d")}
   flat, treedef = jax.tree_util.tree_flatten_with_path(state)
+  keys = [jax.tree_util.keystr(p) for p, _ in flat]
   leaves, fresh, differ = [], [], []
-  for path, x in flat:
-    k = jax.tree_util.keystr(path)
+  for k, (_, x) in zip(keys, flat):
     y = found.get(k)
     fits = y is not None and tuple(y.shape) == tuple(x.shape) and y.dtype == x.dtype
     if _part(k):
@@ -195,10 +196,10 @@ def warm_start(state: GANState, config: ml_collections.ConfigDict, source: str,
     elif k == ".step" or (k.startswith((".g.opt_state", ".d.opt_state"))
                           and not same_optimizer[k[1]]):
       fits = False
-    leaves.append(y if fits else x)
     if not fits and not _part(k):
       fresh.append(k)
-  ours = {jax.tree_util.keystr(p) for p, _ in flat}
+    leaves.append(y if fits else x)
+  ours = set(keys)
   differ += sorted(f"{k} (not in this config's networks)" for k in found
                    if _part(k) and k not in ours)
   if differ:
@@ -206,6 +207,15 @@ def warm_start(state: GANState, config: ml_collections.ConfigDict, source: str,
         f"Cannot warm-start from {source}: its networks differ from this config's in "
         f"{len(differ)} arrays (e.g. {'; '.join(differ[:3])}). config.train.init_from needs "
         "a run of the same model, data shape and conditioning.")
+  # Besides the step, a schedule's count is expected to start fresh; any other array is
+  # state the source lacks, e.g. G's EMA (in G's optimizer state) when it ran without one.
+  unmatched = [k for k in fresh if k != ".step" and not k.endswith(".count")]
+  if unmatched and jax.process_index() == 0:
+    logging.warning("The source run has no matching state for %d arrays (e.g. %s): they "
+                    "start from their fresh initialisation, so an EMA of G starts from the "
+                    "fresh, untrained G, not the warm-started one. Warm-start from a run with "
+                    "the same tricks and optimizers to carry them over.", len(unmatched),
+                    ", ".join(unmatched[:3]))
   summary = {"workdir": os.path.abspath(source), "step": int(src.step),
              "taken": len(leaves) - len(fresh), "fresh": fresh}
   return jax.tree_util.tree_unflatten(treedef, leaves), summary
@@ -426,15 +436,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     info("Warm start from step %d of %s: %d arrays taken, %d kept fresh (%s)",
          summary["step"], init_from, summary["taken"], len(summary["fresh"]),
          ", ".join(summary["fresh"]))
-    # Besides the step, a schedule's count is expected to start fresh; any other array is
-    # state the source lacks, e.g. G's EMA (in G's optimizer state) when it ran without one.
-    unmatched = [k for k in summary["fresh"] if k != ".step" and not k.endswith(".count")]
-    if unmatched and main:
-      logging.warning("The source run has no matching state for %d arrays (e.g. %s): they "
-                      "start from their fresh initialisation, so an EMA of G starts from the "
-                      "fresh, untrained G, not the warm-started one. Warm-start from a run with "
-                      "the same tricks and optimizers to carry them over.", len(unmatched),
-                      ", ".join(unmatched[:3]))
     if main:
       with open(os.path.join(workdir, INIT_FROM_FILE), "w") as f:
         json.dump(summary, f, indent=2)
@@ -482,7 +483,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> GANState:
       on_corrupt_checkpoint=tc.get("on_corrupt_checkpoint", "error"), lock=False)
 
 
-__all__ = ["CONFIG_FILE", "RUN_FILE", "INIT_FROM_FILE", "warm_start", "METRICS_FILE", "EVAL_FILE", "ALARMS_FILE",
+__all__ = ["CONFIG_FILE", "RUN_FILE", "INIT_FROM_FILE", "warm_start", "METRICS_FILE",
+           "EVAL_FILE", "ALARMS_FILE",
            "WorkdirConfigMismatch", "check_or_write_config", "truncate_jsonl", "load_config",
            "load_run", "checkpoint_dir", "restore_checkpoint", "restore_run",
            "sample_labels_for", "truncated", "sample", "grid_labels", "EvaluationError",
